@@ -1,0 +1,1 @@
+"""Code shared by the refresher and the server: config, store, token claims, logging."""

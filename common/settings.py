@@ -1,0 +1,111 @@
+"""Every tunable setting: its default, its type, and its `KIMI_BRIDGE_<SECTION>_<KEY>` override."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from types import MappingProxyType
+from urllib.parse import urlsplit
+
+from common.errors import ConfigError
+
+# section -> key -> default. The default's type is the setting's type.
+DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType({
+    "upstream": {
+        "base_url": "https://kimi.moonshot.cn",
+        "connect_timeout": 10.0,      # seconds to open a connection to Kimi
+        "request_timeout": 300.0,     # seconds for one whole upstream call
+        "idle_timeout": 60.0,         # seconds of silence tolerated inside a stream
+        "refresh_timeout": 15.0,      # seconds for one token refresh call
+    },
+    "server": {
+        "host": "0.0.0.0",
+        "port": 6867,
+    },
+    "refresher": {
+        "tick_seconds": 5.0,          # how often accounts are looked at
+        "margin_seconds": 180.0,      # refresh when the access token has less than this left
+        "retry_base_seconds": 5.0,    # first back-off after a transient failure
+        "retry_max_seconds": 300.0,   # back-off ceiling
+    },
+    "store": {
+        "lock_timeout": 30.0,         # seconds a writer waits for the config lock
+    },
+})
+
+ENV_PREFIX = "KIMI_BRIDGE_"
+
+
+def env_name(section: str, key: str) -> str:
+    """The environment variable that overrides `section.key`."""
+    return f"{ENV_PREFIX}{section}_{key}".upper()
+
+
+def resolve_section(section: str, raw: object, source: str, environ: Mapping[str, str]) -> dict:
+    """Merge defaults, the file's values and environment overrides for one section, checking types."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(source, section, "an object", raw)
+    values: dict[str, object] = {}
+    for key, default in DEFAULTS[section].items():
+        field = f"{section}.{key}"
+        value = raw.get(key, default)
+        env_value = environ.get(env_name(section, key))
+        if env_value is not None:
+            value = _parse_env(env_value, default, env_name(section, key))
+            field = env_name(section, key)
+        values[key] = _check(value, default, field, source)
+    return values
+
+
+def _parse_env(text: str, default: object, name: str) -> object:
+    if isinstance(default, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError("environment", name, "true or false", text)
+    if isinstance(default, (int, float)):
+        try:
+            return type(default)(text)
+        except ValueError:
+            raise ConfigError("environment", name, f"a {type(default).__name__}", text) from None
+    return text
+
+
+def _check(value: object, default: object, field: str, source: str) -> object:
+    if field.startswith(ENV_PREFIX):
+        source = "environment"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(source, field, "true or false", value)
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(source, field, "a number", value)
+        if isinstance(default, int) and not isinstance(default, bool):
+            if value != int(value):
+                raise ConfigError(source, field, "a whole number", value)
+            value = int(value)
+        if value <= 0:
+            raise ConfigError(source, field, "a number above 0", value)
+        if field.endswith("port") and not 1 <= value <= 65535:
+            raise ConfigError(source, field, "a port from 1 to 65535", value)
+        return float(value) if isinstance(default, float) else value
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(source, field, "a non-empty string", value)
+    if field.endswith("base_url"):
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(source, field, "an http(s) URL such as https://kimi.moonshot.cn", value)
+        return value.rstrip("/")
+    return value
+
+
+def api_keys_override(environ: Mapping[str, str] | None = None) -> list[str] | None:
+    """`KIMI_BRIDGE_API_KEYS` (comma-separated) replaces the file's `api_keys` when set."""
+    text = (os.environ if environ is None else environ).get(ENV_PREFIX + "API_KEYS")
+    if text is None:
+        return None
+    return [k.strip() for k in text.split(",") if k.strip()]

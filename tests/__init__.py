@@ -1,0 +1,1 @@
+"""kimi-bridge test suite."""

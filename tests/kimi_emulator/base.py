@@ -1,0 +1,95 @@
+"""The emulator's handler base: JSON in and out, Kimi's error bodies, auth, injected HTTP faults."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import tornado.web
+
+from tests.kimi_emulator.state import EmulatorState
+from tests.kimi_emulator.tokens import AuthError
+
+
+
+def auth_invalid() -> "KimiError":
+    """Kimi's answer to an expired, unknown or revoked token."""
+    return KimiError(401, "auth.token.invalid", "您的授权已过期，请重新登录", "该用户的授权已过期，请重新登录")
+
+
+class KimiError(Exception):
+    """Answer with Kimi's `{"error_type", "message", "detail"}` body."""
+
+    def __init__(self, status: int, error_type: str, message: str, detail: object = "") -> None:
+        super().__init__(message)
+        self.status, self.body = status, {"error_type": error_type, "message": message, "detail": detail}
+
+
+class EmulatorHandler(tornado.web.RequestHandler):
+    """Common plumbing; `endpoint` names the route for faults, counts and read-back."""
+
+    endpoint = ""
+
+    def initialize(self, state: EmulatorState) -> None:
+        self.state = state
+
+    def body_json(self) -> dict:
+        if not self.request.body:
+            return {}
+        try:
+            body = orjson.loads(self.request.body)
+        except orjson.JSONDecodeError:
+            raise KimiError(400, "validation.error", "参数验证错误", ["invalid JSON"]) from None
+        if not isinstance(body, dict):
+            raise KimiError(400, "validation.error", "参数验证错误", ["body must be an object"])
+        return body
+
+    def send_json(self, data: object, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(orjson.dumps(data))
+
+    def bearer(self) -> str:
+        value = self.request.headers.get("Authorization", "")
+        return value[7:].strip() if value[:7].lower() == "bearer " else ""
+
+    def authenticated_user(self) -> str:
+        try:
+            return self.state.tokens.user_for_access(self.bearer())
+        except AuthError:
+            raise auth_invalid() from None
+
+    async def before(self, body: object = None) -> bool:
+        """Record the call and apply an injected fault; False when the fault already answered."""
+        self.state.record(self.endpoint, self.request.method, self.request.path, body)
+        fault = self.state.faults.take(self.endpoint)
+        if fault is None:
+            return True
+        if fault.get("stall"):
+            await asyncio.sleep(float(fault["stall"]))
+        if fault.get("close"):
+            self.request.connection.stream.close()
+            return False
+        if fault.get("status"):
+            body = fault.get("body", {"error_type": "server.error", "message": "服务内部错误", "detail": ""})
+            self.send_json(body, int(fault["status"]))
+            return False
+        return True
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        exc = kwargs.get("exc_info", (None, None))[1]
+        if isinstance(exc, KimiError):
+            self.set_status(exc.status)
+            self.finish(orjson.dumps(exc.body))
+            return
+        self.finish(orjson.dumps({"error_type": "server.error", "message": "服务内部错误", "detail": ""}))
+
+    def log_exception(self, typ, value, tb) -> None:
+        if not isinstance(value, KimiError):
+            super().log_exception(typ, value, tb)
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, KimiError):
+            self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
+            return
+        super()._handle_request_exception(e)

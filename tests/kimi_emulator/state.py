@@ -1,0 +1,135 @@
+"""Everything the emulator remembers: clock, tokens, chats, faults, and what it received."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from tests.kimi_emulator.tokens import TokenAuthority, xid
+
+K1_AGENT_ID = "crm40ee9e5jvhsn7ptcg"
+AGENT_ID_PATTERN = re.compile(r"^[0-9a-z]{20}$")
+
+
+class Clock:
+    """Wall time plus an offset that tests can move forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+
+@dataclass
+class Chat:
+    """One conversation with its server-side history."""
+
+    id: str
+    user_id: str
+    name: str
+    kimiplus_id: str
+    created_at: float
+    history: list = field(default_factory=list)   # [{"role", "content"}]
+    streaming: bool = False
+    segments: dict = field(default_factory=dict)  # segment id -> text still owed after a `length` cap
+
+
+# Stream-shape switches (kimi-protocol.md §4 item 13) and their defaults.
+STREAM_DEFAULTS = {
+    "chunks": 4,             # cmpl events per answer
+    "event_delay": 0.0,      # seconds between events
+    "split_writes": False,   # write bytes in pieces cut inside UTF-8 sequences and `data:` lines
+    "cut_after": None,       # close the connection after N cmpl events, with no all_done
+    "error_after": None,     # send an `error` event after N cmpl events
+    "stall_after": None,     # go silent after N cmpl events ...
+    "stall_seconds": 3600.0,  # ... for this long
+    "length_cap": None,      # emit `length` once this many answer chars went out in one segment
+    "rename": True,          # send a `rename` event on a chat's first answer
+    "answer": None,          # answer template; None means the default echo
+    "k1_chunks": 3,          # k1 (thinking) events for thinking requests
+    "search_results": 2,     # search_plus get_res events for use_search
+}
+
+
+class Faults:
+    """One-shot HTTP faults per endpoint, plus the stream switches."""
+
+    def __init__(self) -> None:
+        self.http: dict[str, deque] = {}
+        self.stream = dict(STREAM_DEFAULTS)
+        self.camouflage_errors = False
+        self.stream_pushing_status = 400
+        self.stream_pushing_scope = "chat"   # or "user"
+
+    def add(self, endpoint: str, spec: dict) -> None:
+        """Queue `spec` ({status, body, stall, close}) for the next `times` calls of `endpoint`."""
+        queue = self.http.setdefault(endpoint, deque())
+        for _ in range(int(spec.get("times", 1))):
+            queue.append(spec)
+
+    def take(self, endpoint: str) -> dict | None:
+        """The next queued fault for `endpoint`, if any."""
+        queue = self.http.get(endpoint)
+        return queue.popleft() if queue else None
+
+
+class EmulatorState:
+    """The whole emulated service."""
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.tokens = TokenAuthority(self.clock)
+        self.faults = Faults()
+        self.chats: dict[str, Chat] = {}
+        self.users: dict[str, dict] = {}
+        self.agents = {"kimi", K1_AGENT_ID, "coo6l3pkqq4ri39f36bg"}
+        self.research = {"total": 20, "used": 0}
+        self.received: deque = deque(maxlen=5000)
+        self.counts: dict[str, int] = {}
+        self.chats_created = 0
+        self.chats_deleted = 0
+        self.open_streams = 0
+        self.streams_closed_by_client = 0
+
+    def reset(self) -> None:
+        """Forget everything (a new emulator)."""
+        self.__init__()
+
+    def record(self, endpoint: str, method: str, path: str, body: object) -> None:
+        """Remember a request for the admin read-back."""
+        self.counts[endpoint] = self.counts.get(endpoint, 0) + 1
+        self.received.append({"endpoint": endpoint, "method": method, "path": path, "body": body,
+                              "at": self.clock.now()})
+
+    def new_account(self, name: str = "") -> dict:
+        """Mint a user and a token pair."""
+        user_id, access, refresh = self.tokens.new_account()
+        self.users[user_id] = {"id": user_id, "name": name or f"user-{user_id[:6]}", "status": "normal"}
+        return {"user_id": user_id, "access_token": access, "refresh_token": refresh}
+
+    def create_chat(self, user_id: str, name: str, kimiplus_id: str) -> Chat:
+        chat = Chat(xid(), user_id, name, kimiplus_id, self.clock.now())
+        self.chats[chat.id] = chat
+        self.chats_created += 1
+        return chat
+
+    def stats(self) -> dict:
+        """Counters for tests."""
+        return {**self.tokens.counters(), "live_chats": len(self.chats), "chats_created": self.chats_created,
+                "chats_deleted": self.chats_deleted, "open_streams": self.open_streams,
+                "streams_closed_by_client": self.streams_closed_by_client, "requests": dict(self.counts),
+                "research": self.research_usage(), "clock_offset": self.clock.offset}
+
+    def research_usage(self) -> dict:
+        total, used = self.research["total"], self.research["used"]
+        return {"remain": max(total - used, 0), "total": total, "used": used}
+
+    def agent_known(self, kimiplus_id: str) -> bool:
+        return kimiplus_id in self.agents
+
+    @staticmethod
+    def agent_shaped(kimiplus_id: str) -> bool:
+        return kimiplus_id == "kimi" or bool(AGENT_ID_PATTERN.match(kimiplus_id))
