@@ -27,7 +27,7 @@ def _describe(value: object) -> str:
     if isinstance(value, (int, float)):
         return "a number"
     if isinstance(value, list):
-        return "a list"
+        return "a list" if value else "an empty list"
     if isinstance(value, dict):
-        return "an object"
+        return "an object" if value else "an empty object"
     return type(value).__name__

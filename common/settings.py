@@ -70,7 +70,8 @@ def _parse_env(text: str, default: object, name: str) -> object:
         try:
             return type(default)(text)
         except ValueError:
-            raise ConfigError("environment", name, f"a {type(default).__name__}", text) from None
+            kind = "a whole number" if isinstance(default, int) else "a number"
+            raise ConfigError("environment", name, kind, text) from None
     return text
 
 

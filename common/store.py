@@ -96,13 +96,12 @@ class ConfigStore:
         try:
             # Writers in place hold LOCK_EX; a shared lock keeps us from reading half a write.
             _flock(fd, fcntl.LOCK_SH, lock_wait)
-            try:
-                st = os.fstat(fd)
-                data = _read_all(fd)
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            st = os.fstat(fd)
+            data = _read_all(fd)
+        except OSError as exc:
+            raise _file_error(self.path, exc) from None
         finally:
-            os.close(fd)
+            os.close(fd)  # also drops the shared lock
         return _decode(data, self.path), (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     # --- writing -------------------------------------------------------------------------
@@ -190,8 +189,11 @@ class ConfigStore:
     def _write_in_place(self, data: bytes, fd: int) -> None:
         # A journal first, so a crash mid-write rolls forward to the new tokens on the next start.
         journal_ok = self._write_journal(_digest(_read_all(fd)) + b"\n" + data)
+        # Pad to the old length (JSON allows trailing white space) so the file parses at every step:
+        # after the one write, and again after the truncate.
+        old_size = os.fstat(fd).st_size
         os.lseek(fd, 0, os.SEEK_SET)
-        _write_all(fd, data)
+        _write_all(fd, data + b" " * max(0, old_size - len(data)))
         os.ftruncate(fd, len(data))
         os.fsync(fd)
         if journal_ok:
@@ -211,6 +213,8 @@ class ConfigStore:
             _fsync_dir(self._dir)
             return True
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
             log.debug("no journal for the in-place write (%s): continuing without", exc.strerror)
             return False
 
@@ -319,6 +323,8 @@ def _decode(data: bytes, path: str) -> dict:
 def _file_error(path: str, exc: OSError) -> ConfigError:
     if isinstance(exc, FileNotFoundError):
         return ConfigError(path, "(file)", "an existing file", detail="not found; copy config.example.json")
+    if isinstance(exc, IsADirectoryError):
+        return ConfigError(path, "(file)", "a file", detail="it is a directory")
     if isinstance(exc, PermissionError):
         return ConfigError(path, "(file)", "a file this user may read and write", detail="permission denied")
     return ConfigError(path, "(file)", "a readable file", detail=exc.strerror or type(exc).__name__)

@@ -1,0 +1,1 @@
+"""The refresher daemon: keeps every Kimi account's access token fresh in config.json."""

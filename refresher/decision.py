@@ -1,0 +1,41 @@
+"""When an account needs a refresh: a pure function of its tokens, status and the time."""
+
+from __future__ import annotations
+
+from common.config import STATE_RELOGIN, Account
+from common.jwt_claims import try_decode_claims
+from common.redact import fingerprint
+
+
+def awaiting_relogin(account: Account) -> bool:
+    """True while the refresh token in the file is the one Kimi already refused."""
+    return (account.status.state == STATE_RELOGIN
+            and account.status.rejected_token == fingerprint(account.refresh_token))
+
+
+def refresh_reason(account: Account, now: float, margin: float) -> str | None:
+    """Why `account` should be refreshed now, or None when it should not."""
+    if not account.enabled or not account.refresh_token or awaiting_relogin(account):
+        return None
+    if not account.access_token:
+        return "no access token yet"
+    claims = try_decode_claims(account.access_token)
+    if claims is None:
+        return "the access token is not a readable JWT"
+    if account.status.refresh_requested and account.status.refresh_requested == fingerprint(account.access_token):
+        return "the server saw this access token rejected"
+    if claims.exp is None:
+        return None
+    if claims.iat is not None and claims.exp > claims.iat:
+        # A token that lives shorter than the margin would be refreshed on every tick.
+        margin = min(margin, (claims.exp - claims.iat) / 2)
+    left = claims.exp - now
+    if left <= margin:
+        return "the access token has expired" if left <= 0 else f"the access token expires in {left:.0f}s"
+    return None
+
+
+def access_token_live(account: Account, now: float) -> bool:
+    """True when the account holds an access token whose `exp` is still ahead."""
+    claims = try_decode_claims(account.access_token)
+    return claims is not None and claims.exp is not None and claims.exp > now

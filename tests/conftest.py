@@ -1,0 +1,15 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import Emulator
+
+
+@pytest.fixture
+def emulator(tmp_path):
+    """A fresh emulator process (strict rotation, 900 s access tokens)."""
+    emu = Emulator(tmp_path)
+    yield emu
+    emu.close()
