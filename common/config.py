@@ -179,12 +179,11 @@ def account_entry(doc: dict, name: str) -> dict | None:
 def set_tokens(doc: dict, name: str, access_token: str, refresh_token: str) -> None:
     """Store a new token pair for `name`, in the shape (and `Bearer ` style) the file uses."""
     entry = _require_entry(doc, name)
-    if entry is doc:
-        entry["auth_token"] = _like(entry.get("auth_token"), access_token)
-        entry["refresh_token"] = _like(entry.get("refresh_token"), refresh_token)
-    else:
-        entry["access_token"] = _like(entry.get("access_token"), access_token)
-        entry["refresh_token"] = _like(entry.get("refresh_token"), refresh_token)
+    access_key = "auth_token" if entry is doc else "access_token"
+    # reverse-kimi writes both tokens as `Bearer <jwt>`; keep whichever style the file uses.
+    bearer = _has_bearer(entry.get(access_key)) or _has_bearer(entry.get("refresh_token"))
+    entry[access_key] = "Bearer " + access_token if bearer else access_token
+    entry["refresh_token"] = "Bearer " + refresh_token if bearer else refresh_token
 
 
 def update_status(doc: dict, name: str, **changes: str) -> None:
@@ -204,8 +203,5 @@ def _require_entry(doc: dict, name: str) -> dict:
     return entry
 
 
-def _like(old: object, new: str) -> str:
-    """Keep reverse-kimi's `Bearer ` prefix when the old value had one."""
-    if isinstance(old, str) and old.strip()[:7].lower() == "bearer ":
-        return "Bearer " + new
-    return new
+def _has_bearer(value: object) -> bool:
+    return isinstance(value, str) and value.strip()[:7].lower() == "bearer "

@@ -60,13 +60,21 @@ class EmulatorHandler(tornado.web.RequestHandler):
             raise auth_invalid() from None
 
     async def before(self, body: object = None) -> bool:
-        """Record the call and apply an injected fault; False when the fault already answered."""
+        """Record the call and apply an injected fault; False when the fault already answered.
+
+        A fault is {"status", "body"} (answer with it), {"close": true} (drop the connection), or
+        {"stall": seconds} (then drop the connection, or carry on normally with "proceed": true).
+        """
         self.state.record(self.endpoint, self.request.method, self.request.path, body)
         fault = self.state.faults.take(self.endpoint)
         if fault is None:
             return True
         if fault.get("stall"):
             await asyncio.sleep(float(fault["stall"]))
+            if not fault.get("proceed"):
+                # A hung upstream that finally drops the connection, having done nothing.
+                self.request.connection.stream.close()
+                return False
         if fault.get("close"):
             self.request.connection.stream.close()
             return False
