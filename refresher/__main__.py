@@ -41,9 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"refresher: cannot use the config: {exc}", file=sys.stderr)
             return EXIT_BAD_CONFIG
 
-    def stop(signum, _frame) -> None:
-        # Only set a flag: a refresh in flight finishes and is saved before the loop ends.
-        log.info("received %s: stopping after the current refresh", signal.Signals(signum).name)
+    def stop(_signum, _frame) -> None:
+        # Only set a flag (no locks, no logging here): a refresh in flight finishes and is saved first.
         refresher.stop_event.set()
 
     signal.signal(signal.SIGTERM, stop)

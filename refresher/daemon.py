@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
+import os
 import random
-import threading
+import select
 import time
 from collections.abc import Callable
 from enum import Enum
@@ -26,6 +28,33 @@ STATE_RETRYING = "retrying"
 SAVE_ATTEMPTS = 5
 
 
+class Stopper:
+    """A stop flag that a signal handler may set safely.
+
+    threading.Event is not safe here: its set() takes a lock that the interrupted main thread may
+    already hold inside wait(), and the process would hang. A flag plus a self-pipe has no lock.
+    """
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+
+    def set(self) -> None:
+        self._flag = True
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._write, b"x")
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to `timeout` s, waking at once when set; return whether it is set."""
+        if not self._flag:
+            select.select([self._read], [], [], max(0.0, timeout))
+        return self._flag
+
+
 class Outcome(Enum):
     """What one refresh attempt came to."""
 
@@ -42,7 +71,7 @@ class Refresher:
         self.store = store
         self.config = config
         self.clock = clock
-        self.stop_event = threading.Event()
+        self.stop_event = Stopper()
         self._client = self._make_client(config)
         self._failures: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
@@ -67,7 +96,7 @@ class Refresher:
             idle = self._scheduler.idle_seconds
             self.stop_event.wait(max(0.0, idle if idle is not None else self._tick_seconds))
         self._client.close()
-        log.info("refresher stopped")
+        log.info("refresher stopped on request")
 
     def _reschedule(self) -> None:
         tick = float(self.config.refresher["tick_seconds"])
@@ -156,7 +185,7 @@ class Refresher:
                 log.error("saving the new tokens of %r failed (attempt %d/%d): %s",
                           name, attempt, SAVE_ATTEMPTS, exc)
                 if attempt < SAVE_ATTEMPTS:
-                    self.stop_event.wait(0.2 * attempt)
+                    time.sleep(0.2 * attempt)   # even while stopping: these tokens must be written
         self._unsaved[name] = pair
         log.critical("the new tokens of %r are held in memory only; fix %s so they can be written "
                      "(do not stop the refresher until they are)", name, self.store.path)

@@ -1,0 +1,172 @@
+"""Kimi's REST chat protocol, asynchronously: create a chat, stream a completion, delete the chat."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import orjson
+import tornado.httpclient
+
+from common.jwt_claims import try_decode_claims
+from common.kimi_sse import SseParser
+from server.errors import (UpstreamAuthRejected, UpstreamError, UpstreamRefused, UpstreamThrottled, UpstreamTimeout)
+from server.http_stream import StreamedResponse, open_stream
+
+log = logging.getLogger("server.kimi")
+
+CHAT_ID = re.compile(r"^[0-9a-z]{20}$")
+USER_AGENT = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+              "Chrome/131.0.0.0 Safari/537.36")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Upstream timeouts, in seconds."""
+
+    connect: float
+    request: float
+    idle: float
+
+
+class KimiClient:
+    """Talks to one Kimi base URL with one account's access token per call."""
+
+    def __init__(self, base_url: str, timeouts: Timeouts, max_clients: int = 1000) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeouts = timeouts
+        self._http = tornado.httpclient.AsyncHTTPClient(max_clients=max_clients)
+
+    def headers(self, access_token: str, referer: str = "/") -> dict:
+        headers = {"Authorization": f"Bearer {access_token}", "Content-Type": "application/json",
+                   "Accept": "*/*", "User-Agent": USER_AGENT, "Origin": self.base_url,
+                   "Referer": self.base_url + referer, "X-Msh-Platform": "web", "R-Timezone": "Asia/Shanghai"}
+        claims = try_decode_claims(access_token)
+        if claims is not None:
+            for claim, header in (("device_id", "X-Msh-Device-Id"), ("ssid", "X-Msh-Session-Id"),
+                                  ("sub", "X-Traffic-Id")):
+                if isinstance(claims.raw.get(claim), str):
+                    headers[header] = claims.raw[claim]
+        return headers
+
+    async def _json_call(self, method: str, path: str, access_token: str, body: dict | None) -> dict:
+        request = tornado.httpclient.HTTPRequest(
+            self.base_url + path, method=method, headers=self.headers(access_token),
+            body=orjson.dumps(body) if body is not None else None,
+            connect_timeout=self.timeouts.connect, request_timeout=self.timeouts.request,
+            allow_nonstandard_methods=True, follow_redirects=False, decompress_response=True)
+        try:
+            response = await self._http.fetch(request, raise_error=False)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise UpstreamError(f"cannot reach Kimi ({type(exc).__name__})") from None
+        if response.code == 599:
+            if isinstance(response.error, tornado.httpclient.HTTPTimeoutError):
+                raise UpstreamTimeout(f"{method} {path} timed out")
+            raise UpstreamError(f"cannot reach Kimi ({type(response.error).__name__})")
+        data = _json_or_none(response.body)
+        if response.code != 200:
+            raise classify(response.code, data, path, response.headers.get("Retry-After"))
+        if not isinstance(data, dict):
+            raise UpstreamError(f"{method} {path} answered 200 without a JSON object")
+        return data
+
+    async def create_chat(self, access_token: str, kimiplus_id: str = "kimi") -> str:
+        data = await self._json_call("POST", "/api/chat", access_token, {
+            "name": "未命名会话", "is_example": False, "enter_method": "new_chat", "kimiplus_id": kimiplus_id})
+        chat_id = data.get("id")
+        if not isinstance(chat_id, str) or not CHAT_ID.match(chat_id):
+            raise UpstreamError("creating a chat returned no valid chat id")
+        return chat_id
+
+    async def delete_chat(self, access_token: str, chat_id: str) -> None:
+        await self._json_call("DELETE", f"/api/chat/{chat_id}", access_token, None)
+
+    async def open_completion(self, access_token: str, chat_id: str, body: dict) -> KimiStream:
+        """POST the completion; return once Kimi has answered 200 with an event stream."""
+        url = f"{self.base_url}/api/chat/{chat_id}/completion/stream"
+        headers = self.headers(access_token, referer=f"/chat/{chat_id}")
+        try:
+            response = await open_stream(url, "POST", headers, orjson.dumps(body), self.timeouts.connect,
+                                         self.timeouts.idle)
+        except asyncio.TimeoutError:
+            raise UpstreamTimeout("no answer to the completion request") from None
+        except OSError as exc:
+            raise UpstreamError(f"cannot reach Kimi ({type(exc).__name__})") from None
+        content_type = response.headers.get("Content-Type", "")
+        if response.status != 200 or "text/event-stream" not in content_type:
+            # Check before parsing: a JSON error fed to an SSE parser is the "empty answer" bug.
+            try:
+                raw = await response.read_all(self.timeouts.idle)
+            except (asyncio.TimeoutError, ConnectionError):
+                raw = b""
+            finally:
+                response.close()
+            if response.status == 200:
+                raise UpstreamError(f"the completion answered 200 with {content_type or 'no content type'}, "
+                                    "not an event stream")
+            raise classify(response.status, _json_or_none(raw), "completion", response.headers.get("Retry-After"))
+        return KimiStream(response, self.timeouts.idle)
+
+
+class KimiStream:
+    """Kimi's SSE events, one at a time, with the idle timeout applied between chunks."""
+
+    def __init__(self, response: StreamedResponse, idle: float) -> None:
+        self._response = response
+        self._idle = idle
+        self._parser = SseParser()
+
+    async def events(self, poll: float) -> AsyncIterator[dict | None]:
+        """Yield events; yield None after `poll` s of silence (for keepalives); raise on idle timeout or a cut."""
+        silent = 0.0
+        while True:
+            wait = min(poll, self._idle - silent)
+            try:
+                chunk = await self._response.next_chunk(wait)
+            except asyncio.TimeoutError:
+                silent += wait
+                if silent >= self._idle:
+                    raise UpstreamTimeout(f"Kimi went silent for {self._idle:g}s mid-answer") from None
+                yield None
+                continue
+            except ConnectionError:
+                raise UpstreamError("Kimi's stream broke off before the answer was complete") from None
+            silent = 0.0
+            if chunk is None:
+                if self._parser.pending:
+                    raise UpstreamError("Kimi's stream ended inside an event")
+                return
+            for event in self._parser.feed(chunk):
+                yield event
+
+    def close(self) -> None:
+        self._response.close()
+
+
+def classify(status: int, data: object, what: str, retry_after: str | None = None) -> UpstreamError:
+    """Turn a non-200 Kimi answer into the matching UpstreamError."""
+    error_type = data.get("error_type") if isinstance(data, dict) else None
+    label = f"{what}: HTTP {status}" + (f" {error_type}" if error_type else "")
+    if status == 401 or error_type == "auth.token.invalid":
+        return UpstreamAuthRejected(label)
+    if status == 429:
+        try:
+            seconds = max(1, int(retry_after or 30))
+        except ValueError:
+            seconds = 30
+        return UpstreamThrottled(label, seconds)
+    if status >= 500 or error_type == "chat.user_stream_pushing":
+        return UpstreamError(label)
+    if status in (408, 504):
+        return UpstreamTimeout(label)
+    return UpstreamRefused(label)
+
+
+def _json_or_none(raw: bytes | None) -> object:
+    try:
+        return orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return None

@@ -1,0 +1,200 @@
+"""Strict validation of a chat-completions request: an allow-list of fields, each type-checked."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from server.errors import invalid
+
+log = logging.getLogger("server.schema")
+
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+MESSAGE_FIELDS = {"role", "content", "name", "tool_calls", "tool_call_id", "function_call", "refusal", "audio",
+                  "reasoning_content", "annotations", "prefix", "partial"}
+TEXT_PART_TYPES = ("text", "input_text")
+# Accepted by OpenAI but carrying nothing Kimi's web chat can use yet.
+UNSUPPORTED_PART_TYPES = ("image_url", "input_audio", "file", "refusal")
+
+# Vendor extras that other OpenAI-compatible servers take: accepted and ignored, logged at debug.
+VENDOR_EXTRAS = {"top_k", "min_p", "top_a", "repetition_penalty", "length_penalty", "enable_thinking",
+                 "thinking", "chat_template_kwargs", "include_reasoning", "reasoning", "transforms", "provider",
+                 "route", "models", "safe_prompt", "ignore_eos", "skip_special_tokens", "echo", "best_of",
+                 "min_tokens", "stop_token_ids", "use_beam_search", "return_citations", "search_domain_filter",
+                 "extra_headers", "extra_query", "cache_control", "usage"}
+
+
+@dataclass
+class ChatRequest:
+    """What the rest of the server needs from a validated request."""
+
+    model: str
+    messages: list[dict]
+    stream: bool = False
+    include_usage: bool = False
+    use_search: bool = False
+    ignored: list[str] = field(default_factory=list)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _num_in(lo: float, hi: float) -> Callable[[object], str | None]:
+    def check(v):
+        if not _is_num(v) or not lo <= v <= hi:
+            return f"a number from {lo:g} to {hi:g}"
+        return None
+    return check
+
+
+def _int_in(lo: int, hi: int | None = None) -> Callable[[object], str | None]:
+    def check(v):
+        if not _is_int(v) or v < lo or (hi is not None and v > hi):
+            return f"an integer from {lo}" + (f" to {hi}" if hi is not None else " up")
+        return None
+    return check
+
+
+def _of(*types: type, what: str) -> Callable[[object], str | None]:
+    def check(v):
+        if isinstance(v, bool) and bool not in types:
+            return what
+        return None if isinstance(v, types) else what
+    return check
+
+
+def _stop(v) -> str | None:
+    if isinstance(v, str):
+        return None
+    if isinstance(v, list) and len(v) <= 4 and all(isinstance(s, str) for s in v):
+        return None
+    return "a string or a list of up to 4 strings"
+
+
+def _tool_choice(v) -> str | None:
+    if v in ("none", "auto", "required") or isinstance(v, dict):
+        return None
+    return "'none', 'auto', 'required' or an object"
+
+
+def _function_call(v) -> str | None:
+    return None if v in ("none", "auto") or isinstance(v, dict) else "'none', 'auto' or an object"
+
+
+def _response_format(v) -> str | None:
+    if isinstance(v, dict) and v.get("type") in ("text", "json_object", "json_schema"):
+        return None
+    return "an object whose type is 'text', 'json_object' or 'json_schema'"
+
+
+_BOOL = _of(bool, what="true or false")
+_STR = _of(str, what="a string")
+_OBJ = _of(dict, what="an object")
+_LIST = _of(list, what="a list")
+
+# Every OpenAI chat-completions request field (current and deprecated), with its check.
+OPENAI_FIELDS: dict[str, Callable[[object], str | None]] = {
+    "audio": _OBJ, "frequency_penalty": _num_in(-2, 2), "function_call": _function_call, "functions": _LIST,
+    "logit_bias": _OBJ, "logprobs": _BOOL, "max_completion_tokens": _int_in(1), "max_tokens": _int_in(1),
+    "metadata": _OBJ, "modalities": _LIST, "n": _int_in(1, 128), "parallel_tool_calls": _BOOL,
+    "prediction": _OBJ, "presence_penalty": _num_in(-2, 2), "prompt_cache_key": _STR, "reasoning_effort": _STR,
+    "response_format": _response_format, "safety_identifier": _STR, "seed": _of(int, what="an integer"),
+    "service_tier": _STR, "stop": _stop, "store": _BOOL, "stream": _BOOL, "stream_options": _OBJ,
+    "temperature": _num_in(0, 2), "tool_choice": _tool_choice, "tools": _LIST, "top_logprobs": _int_in(0, 20),
+    "top_p": _num_in(0, 1), "user": _STR, "web_search_options": _OBJ, "verbosity": _STR,
+}
+# Kimi's own extras.
+KIMI_FIELDS: dict[str, Callable[[object], str | None]] = {"use_search": _BOOL}
+
+
+def parse_chat_request(body: dict) -> ChatRequest:
+    """Validate `body`; raise a 400 ApiError whose `param` names the first bad field."""
+    ignored = []
+    for name, value in body.items():
+        if name in ("model", "messages"):
+            continue
+        check = OPENAI_FIELDS.get(name) or KIMI_FIELDS.get(name)
+        if check is None:
+            if name in VENDOR_EXTRAS:
+                ignored.append(name)
+                continue
+            raise invalid(f"Unrecognized request argument supplied: {name}", name)
+        if value is not None and (problem := check(value)):
+            raise invalid(f"Invalid type for '{name}': expected {problem}.", name)
+    if ignored:
+        log.debug("ignoring vendor extras %s", ignored)
+    model = body.get("model")
+    if model is None:
+        raise invalid("Missing required parameter: 'model'.", "model")
+    if not isinstance(model, str) or not model.strip():
+        raise invalid("Invalid type for 'model': expected a non-empty string.", "model")
+    if (body.get("n") or 1) > 1:
+        raise invalid("n > 1 is not supported: Kimi returns one answer per request. Send n=1 (or leave it out).",
+                      "n")
+    stream_options = body.get("stream_options") or {}
+    for key, value in stream_options.items():
+        if key not in ("include_usage", "include_obfuscation"):
+            raise invalid(f"Unrecognized argument in stream_options: {key}", f"stream_options.{key}")
+        if not isinstance(value, bool):
+            raise invalid(f"Invalid type for 'stream_options.{key}': expected true or false.", f"stream_options.{key}")
+    return ChatRequest(model=model.strip(), messages=_messages(body.get("messages")),
+                       stream=bool(body.get("stream")), include_usage=bool(stream_options.get("include_usage")),
+                       use_search=bool(body.get("use_search")), ignored=ignored)
+
+
+def _messages(raw: object) -> list[dict]:
+    if raw is None:
+        raise invalid("Missing required parameter: 'messages'.", "messages")
+    if not isinstance(raw, list):
+        raise invalid("Invalid type for 'messages': expected a list of message objects.", "messages")
+    if not raw:
+        raise invalid("'messages' must contain at least one message.", "messages")
+    out = []
+    for i, message in enumerate(raw):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise invalid(f"Invalid type for '{where}': expected an object.", where)
+        for key in message:
+            if key not in MESSAGE_FIELDS:
+                raise invalid(f"Unrecognized argument in {where}: {key}", f"{where}.{key}")
+        role = message.get("role")
+        if role not in ROLES:
+            raise invalid(f"Invalid value for '{where}.role': expected one of {', '.join(ROLES)}.", f"{where}.role")
+        text = _content_text(message.get("content"), f"{where}.content", role)
+        out.append({"role": role, "content": text, "name": message.get("name") if isinstance(message.get("name"), str)
+                    else None, "tool_calls": message.get("tool_calls")})
+    if not any(m["content"].strip() for m in out):
+        raise invalid("Every message is empty: send some text.", "messages")
+    return out
+
+
+def _content_text(content: object, where: str, role: str) -> str:
+    if content is None:
+        if role in ("assistant", "function"):
+            return ""   # an assistant turn that only called tools
+        raise invalid(f"Missing required parameter: '{where}'.", where)
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise invalid(f"Invalid type for '{where}': expected a string or a list of content parts.", where)
+    texts = []
+    for j, part in enumerate(content):
+        at = f"{where}[{j}]"
+        if not isinstance(part, dict):
+            raise invalid(f"Invalid type for '{at}': expected an object.", at)
+        kind = part.get("type")
+        if kind in TEXT_PART_TYPES:
+            if not isinstance(part.get("text"), str):
+                raise invalid(f"Invalid type for '{at}.text': expected a string.", f"{at}.text")
+            texts.append(part["text"])
+        elif kind in UNSUPPORTED_PART_TYPES:
+            raise invalid(f"Content parts of type '{kind}' are not supported yet; send text parts.", f"{at}.type")
+        else:
+            raise invalid(f"Invalid value for '{at}.type': expected 'text'.", f"{at}.type")
+    return "\n".join(texts)
