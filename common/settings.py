@@ -21,6 +21,13 @@ DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType({
     "server": {
         "host": "0.0.0.0",
         "port": 6867,
+        "max_body_bytes": 20_000_000,     # largest request body accepted (413 above)
+        "idle_connection_timeout": 75.0,  # seconds a kept-alive client connection may sit idle
+        "body_timeout": 60.0,             # seconds a client may take to send its request body
+        "keepalive_seconds": 15.0,        # `: keepalive` comment after this much upstream silence
+        "cors_origins": "*",              # comma-separated origins allowed to call from a browser
+        "refresh_wait_seconds": 20.0,     # how long a request waits for the refresher to renew a token
+        "max_attempts": 3,                # upstream attempts (accounts) per request before the first byte
     },
     "refresher": {
         "tick_seconds": 5.0,          # how often accounts are looked at

@@ -19,7 +19,8 @@ from common.errors import ConfigError
 from common.jwt_claims import try_decode_claims
 from common.redact import fingerprint
 from common.store import ConfigStore, StoreBusy
-from refresher.decision import access_token_live, awaiting_relogin, refresh_reason
+from common.account_state import access_token_live, awaiting_relogin
+from refresher.decision import refresh_reason
 from refresher.kimi_auth import KimiAuthClient, RefreshRejected, RefreshTransient, TokenPair
 
 log = logging.getLogger("refresher")

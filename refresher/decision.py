@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from common.config import STATE_RELOGIN, Account
+from common.account_state import awaiting_relogin
+from common.config import Account
 from common.jwt_claims import try_decode_claims
 from common.redact import fingerprint
-
-
-def awaiting_relogin(account: Account) -> bool:
-    """True while the refresh token in the file is the one Kimi already refused."""
-    return (account.status.state == STATE_RELOGIN
-            and account.status.rejected_token == fingerprint(account.refresh_token))
 
 
 def refresh_reason(account: Account, now: float, margin: float) -> str | None:
@@ -33,9 +28,3 @@ def refresh_reason(account: Account, now: float, margin: float) -> str | None:
     if left <= margin:
         return "the access token has expired" if left <= 0 else f"the access token expires in {left:.0f}s"
     return None
-
-
-def access_token_live(account: Account, now: float) -> bool:
-    """True when the account holds an access token whose `exp` is still ahead."""
-    claims = try_decode_claims(account.access_token)
-    return claims is not None and claims.exp is not None and claims.exp > now

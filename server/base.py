@@ -31,7 +31,8 @@ class ApiHandler(tornado.web.RequestHandler):
     # --- CORS ----------------------------------------------------------------------------
 
     def set_default_headers(self) -> None:
-        origins = self.services.settings.cors_origins
+        # Runs before initialize() (and again for error pages), so read the app-wide setting.
+        origins = self.application.settings["cors_origins"]
         origin = self.request.headers.get("Origin")
         if "*" in origins:
             self.set_header("Access-Control-Allow-Origin", "*")

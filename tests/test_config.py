@@ -19,7 +19,7 @@ def test_modern_shape_with_defaults():
     assert config.api_keys == ("sk-1",)
     assert [(a.name, a.refresh_token) for a in config.accounts] == [("main", "r1"), ("account-2", "r2")]
     assert config.upstream["base_url"] == "http://127.0.0.1:9"
-    assert config.server == {"host": "0.0.0.0", "port": 6867}
+    assert (config.server["host"], config.server["port"]) == ("0.0.0.0", 6867)
     assert not config.legacy
 
 

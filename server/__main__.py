@@ -1,0 +1,70 @@
+"""python -m server --config PATH [--host H] [--port P] [--log-level LEVEL]."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+import tornado.httpserver
+
+from common.errors import ConfigError
+from common.redact import SCRUBBER, setup_logging
+from common.store import ConfigStore, StoreBusy
+from server.app import make_app
+from server.services import Services
+
+log = logging.getLogger("server")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m server", description="The kimi-bridge OpenAI-compatible API.")
+    parser.add_argument("--config", default="config.json", help="path to config.json (default: ./config.json)")
+    parser.add_argument("--host", help="listen address (default: server.host from the config)")
+    parser.add_argument("--port", type=int, help="listen port (default: server.port, 6867)")
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        store = ConfigStore(args.config)
+        config = store.load()
+        if not config.api_keys:
+            raise ConfigError(store.path, "api_keys", "at least one key (clients send it as a Bearer token)")
+    except (ConfigError, StoreBusy) as exc:
+        print(f"server: cannot use the config: {exc}", file=sys.stderr)
+        return 2
+    SCRUBBER.register(*config.api_keys)
+    host = args.host or config.server["host"]
+    port = args.port if args.port is not None else config.server["port"]
+    return asyncio.run(_serve(store, config, host, port))
+
+
+async def _serve(store: ConfigStore, config, host: str, port: int) -> int:
+    services = Services(store, config)
+    server = tornado.httpserver.HTTPServer(
+        make_app(services), xheaders=True,
+        max_body_size=services.settings.max_body_bytes * 2 + (1 << 20),   # beyond this Tornado drops the connection
+        idle_connection_timeout=float(config.server["idle_connection_timeout"]),
+        body_timeout=float(config.server["body_timeout"]))
+    try:
+        server.listen(port, host)
+    except OSError as exc:
+        print(f"server: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    log.info("kimi-bridge server listening on http://%s:%d (%d account(s), upstream %s)", host, port,
+             len(config.accounts), config.upstream["base_url"])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: no new connections; finishing chat clean-up")
+    server.stop()
+    await asyncio.wait_for(services.completions.drain(), 10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

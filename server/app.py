@@ -1,0 +1,32 @@
+"""The Tornado Application and its routes."""
+
+from __future__ import annotations
+
+import logging
+
+import tornado.web
+
+from server.base import NotFoundHandler
+from server.chat_handler import ChatCompletionsHandler
+from server.handlers import HealthHandler, ModelsHandler
+from server.services import Services
+
+
+def make_app(services: Services) -> tornado.web.Application:
+    """Every route under /v1 and without it (some clients drop the prefix)."""
+    args = {"services": services}
+    routes = [
+        (r"/health", HealthHandler, args),
+        (r"/(?:v1/)?models", ModelsHandler, args),
+        (r"/(?:v1/)?chat/completions", ChatCompletionsHandler, args),
+    ]
+    return tornado.web.Application(routes, default_handler_class=NotFoundHandler, default_handler_args=args,
+                                   log_function=_log_request, cors_origins=services.settings.cors_origins)
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    # Tornado's default logs the full URI; ours never carries a secret, but keep it to the path.
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    logging.getLogger("server.access").log(level, "%d %s %s %.1fms", status, handler.request.method,
+                                           handler.request.path, 1000 * handler.request.request_time())

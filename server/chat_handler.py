@@ -1,0 +1,115 @@
+"""POST /v1/chat/completions: validate, open Kimi's answer, then stream it or return it whole."""
+
+from __future__ import annotations
+
+import logging
+
+import tornado.iostream
+
+from server import openai_format
+from server.base import ApiHandler
+from server.completion_service import Session
+from server.errors import ApiError, UpstreamError
+from server.models import resolve_model
+from server.prompt import fold_messages
+from server.schema import parse_chat_request
+from server.usage import usage
+
+log = logging.getLogger("server.chat")
+
+
+class ChatCompletionsHandler(ApiHandler):
+    """The OpenAI chat-completions endpoint."""
+
+    def initialize(self, services) -> None:
+        super().initialize(services)
+        self._session: Session | None = None
+        self._client_gone = False
+
+    def on_connection_close(self) -> None:
+        # The caller hung up: close the upstream request at once rather than let it run on.
+        self._client_gone = True
+        if self._session is not None:
+            self._session.stream.close()
+
+    async def post(self) -> None:
+        request = parse_chat_request(self.json_body())
+        model = resolve_model(request.model)
+        prompt = fold_messages(request.messages)
+        kimi_body = {"messages": [{"role": "user", "content": prompt}], "refs": [], "use_search": request.use_search,
+                     "kimiplus_id": "kimi", "extend": {"sidebar": True}}
+        service = self.services.completions
+        self._session = await service.open(kimi_body)
+        try:
+            if self._client_gone:
+                return
+            if request.stream:
+                await self._stream(self._session, model.requested, prompt, request.include_usage)
+            else:
+                await self._whole(self._session, model.requested, prompt)
+        finally:
+            service.dispose(self._session)
+
+    async def _whole(self, session: Session, model: str, prompt: str) -> None:
+        content, reasoning, finish = [], [], "stop"
+        try:
+            async for piece in self.services.completions.pieces(session):
+                if piece.kind == "content":
+                    content.append(piece.text)
+                elif piece.kind == "reasoning":
+                    reasoning.append(piece.text)
+                elif piece.kind == "finish":
+                    finish = piece.text
+        except UpstreamError as exc:
+            raise exc.to_api_error() from None
+        text, thought = "".join(content), "".join(reasoning)
+        self.send_json(openai_format.completion_body(model, text, thought, finish, usage(prompt, text, thought)))
+
+    async def _stream(self, session: Session, model: str, prompt: str, include_usage: bool) -> None:
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        chunks = openai_format.ChunkFactory(model, include_usage)
+        content, reasoning = [], []
+        try:
+            await self._send(chunks.role())
+            async for piece in self.services.completions.pieces(session):
+                if piece.kind == "content":
+                    content.append(piece.text)
+                    await self._send(chunks.delta({"content": piece.text}))
+                elif piece.kind == "reasoning":
+                    reasoning.append(piece.text)
+                    await self._send(chunks.delta({"reasoning_content": piece.text}))
+                elif piece.kind == "keepalive":
+                    await self._send(openai_format.KEEPALIVE)
+                elif piece.kind == "finish":
+                    await self._send(chunks.delta({}, finish_reason=piece.text))
+            if include_usage:
+                await self._send(chunks.usage(usage(prompt, "".join(content), "".join(reasoning))))
+            await self._send(openai_format.DONE)
+        except tornado.iostream.StreamClosedError:
+            return
+        except UpstreamError as exc:
+            if self._client_gone:
+                return
+            # Headers are out: the error goes in a frame, and no [DONE] follows a broken answer.
+            log.warning("stream failed after it started: %s", exc)
+            await self._send(openai_format.error_frame(exc.to_api_error().body()), swallow=True)
+        self.finish()
+
+    async def _send(self, frame: bytes, swallow: bool = False) -> None:
+        self.write(frame)
+        try:
+            await self.flush()
+        except tornado.iostream.StreamClosedError:
+            self._client_gone = True
+            if not swallow:
+                raise
+            return
+        if self._client_gone and not swallow:
+            raise tornado.iostream.StreamClosedError()
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError) or not self._headers_written:
+            super().write_error(status_code, **kwargs)

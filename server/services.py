@@ -1,0 +1,46 @@
+"""What the handlers share: the store, the account pool, the Kimi client and fixed settings."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from common.config import Config
+from common.store import ConfigStore
+from server.accounts import AccountPool
+from server.completion_service import CompletionService
+from server.kimi_client import KimiClient, Timeouts
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Settings read once at start (the listening socket and limits cannot change under a running server)."""
+
+    max_body_bytes: int
+    cors_origins: tuple[str, ...]
+    keepalive_seconds: float
+
+    @classmethod
+    def from_config(cls, config: Config) -> ServerSettings:
+        origins = tuple(o.strip() for o in str(config.server["cors_origins"]).split(",") if o.strip())
+        return cls(int(config.server["max_body_bytes"]), origins or ("*",), float(config.server["keepalive_seconds"]))
+
+
+class Services:
+    """Built once per process and handed to every handler through initialize()."""
+
+    def __init__(self, store: ConfigStore, config: Config) -> None:
+        self.store = store
+        self.settings = ServerSettings.from_config(config)
+        self.started = time.time()
+        up = config.upstream
+        self.kimi = KimiClient(up["base_url"], Timeouts(up["connect_timeout"], up["request_timeout"],
+                                                        up["idle_timeout"]))
+        self.pool = AccountPool(store)
+        self.completions = CompletionService(self.kimi, self.pool, int(config.server["max_attempts"]),
+                                             float(config.server["refresh_wait_seconds"]),
+                                             self.settings.keepalive_seconds)
+
+    def config(self) -> Config:
+        """The current config; a broken edit keeps the last good one (hot reload)."""
+        return self.store.current()
