@@ -63,13 +63,14 @@ class AccountPool:
         except Exception as exc:  # noqa: BLE001 - a failed request only delays the refresh to its schedule
             log.error("could not ask the refresher for an early refresh of %r: %s", name, exc)
 
-    async def request_refresh_of_stale(self) -> None:
-        """Ask for a refresh of every account whose access token has run out."""
+    async def request_refresh_of_stale(self) -> int:
+        """Ask for a refresh of every renewable account whose access token is spent; return how many."""
         now = time.time()
-        for account in self.store.current().accounts:
-            if account.enabled and account.refresh_token and not awaiting_relogin(account) \
-                    and not self._usable(account, now):
-                await self.request_refresh(account.name, fingerprint(account.access_token))
+        stale = [a for a in self.store.current().accounts
+                 if a.enabled and a.refresh_token and not awaiting_relogin(a) and not self._usable(a, now)]
+        for account in stale:
+            await self.request_refresh(account.name, fingerprint(account.access_token))
+        return len(stale)
 
     async def wait_for_account(self, tried: set[str], timeout: float) -> Account | None:
         """Wait (polling the file) until some account gets a token not tried yet, or `timeout` passes."""

@@ -52,8 +52,8 @@ class CompletionService:
             if account is None and not waited:
                 # Every token is spent or refused: the refresher can mend that within seconds.
                 waited = True
-                await self.pool.request_refresh_of_stale()
-                account = await self.pool.wait_for_account(tried, self.refresh_wait)
+                if await self.pool.request_refresh_of_stale():
+                    account = await self.pool.wait_for_account(tried, self.refresh_wait)
             if account is None:
                 break
             try:

@@ -13,3 +13,12 @@ def emulator(tmp_path):
     emu = Emulator(tmp_path)
     yield emu
     emu.close()
+
+
+@pytest.fixture
+def stack(tmp_path):
+    """Emulator plus a server with one account (tokens minted by the emulator)."""
+    from tests.helpers import Stack
+    s = Stack(tmp_path)
+    yield s
+    s.close()

@@ -97,3 +97,67 @@ def write_json(path, doc: dict) -> None:
 
 def read_json(path) -> dict:
     return orjson.loads(path.read_bytes())
+
+
+def free_port() -> int:
+    """A port nobody listens on right now."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Stack:
+    """Emulator + config.json + server process (+ optionally the refresher daemon)."""
+
+    API_KEY = "sk-test-key-0123456789"
+
+    def __init__(self, tmp_path, accounts: int = 1, server: dict | None = None, upstream: dict | None = None,
+                 refresher: bool = False, access_ttl: float = 900.0) -> None:
+        self.tmp_path = tmp_path
+        self.emulator = Emulator(tmp_path, access_ttl=access_ttl)
+        self.accounts = [self.emulator.new_account(f"user{i}") for i in range(accounts)]
+        self.port = free_port()
+        self.config_path = tmp_path / "config.json"
+        write_json(self.config_path, {
+            "api_keys": [self.API_KEY],
+            "upstream": {"base_url": self.emulator.url, **(upstream or {})},
+            "server": {"host": "127.0.0.1", "port": self.port, **(server or {})},
+            "refresher": {"tick_seconds": 0.05, "retry_base_seconds": 0.2, "retry_max_seconds": 1},
+            "accounts": [{"name": f"acct{i}", "refresh_token": a["refresh_token"], "access_token": a["access_token"]}
+                         for i, a in enumerate(self.accounts)],
+        })
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server_log = tmp_path / "server.log"
+        self.server = None
+        self.start_server()
+        self.refresher = spawn("refresher", "--config", str(self.config_path)) if refresher else None
+
+    def start_server(self) -> None:
+        self._log_file = open(self.server_log, "ab")
+        self.server = spawn("server", "--config", str(self.config_path), stderr=self._log_file)
+        wait_until(self._healthy, 30, "the server to answer /health")
+
+    def _healthy(self) -> bool:
+        if self.server.poll() is not None:
+            raise AssertionError(f"the server exited: {self.server_log.read_text()}")
+        try:
+            return requests.get(self.url + "/health", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def headers(self, key: str | None = None) -> dict:
+        return {"Authorization": f"Bearer {key or self.API_KEY}"}
+
+    def post(self, body: object, path: str = "/v1/chat/completions", **kwargs) -> requests.Response:
+        data = body if isinstance(body, (bytes, str)) else orjson.dumps(body)
+        headers = {**self.headers(), "Content-Type": "application/json", **kwargs.pop("headers", {})}
+        return requests.post(self.url + path, data=data, headers=headers, timeout=kwargs.pop("timeout", 60), **kwargs)
+
+    def close(self) -> None:
+        if self.refresher is not None:
+            stop(self.refresher)
+        if self.server is not None:
+            stop(self.server)
+            self._log_file.close()
+        self.emulator.close()

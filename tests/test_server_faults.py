@@ -1,0 +1,146 @@
+"""One test per emulator fault switch, through the server, plus disconnects and concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+
+import openai
+import orjson
+import pytest
+import requests
+
+from tests.helpers import Stack, wait_until
+
+USER = [{"role": "user", "content": "tell me"}]
+
+
+def _frames(response) -> list[bytes]:
+    return [f for f in response.content.split(b"\n\n") if f]
+
+
+def _stream_text(frames: list[bytes]) -> str:
+    out = []
+    for frame in frames:
+        if frame.startswith(b"data: {"):
+            chunk = orjson.loads(frame[6:])
+            for choice in chunk.get("choices", []):
+                out.append(choice["delta"].get("content") or "")
+    return "".join(out)
+
+
+@pytest.fixture
+def fast(tmp_path):
+    """A stack with short timeouts, for stalls."""
+    s = Stack(tmp_path, upstream={"idle_timeout": 1.0}, server={"keepalive_seconds": 0.2})
+    yield s
+    s.close()
+
+
+def test_upstream_5xx_is_retried_then_reported_as_502(stack):
+    stack.emulator.fault("completion", status=500)
+    stack.emulator.fault("chat_create", status=503)
+    assert stack.post({"model": "kimi", "messages": USER}).json()["choices"][0]["message"]["content"]
+    stack.emulator.fault("completion", status=502, times=3)
+    response = stack.post({"model": "kimi", "messages": USER})
+    assert response.status_code == 502 and response.json()["error"]["code"] == "upstream_error"
+    wait_until(lambda: stack.emulator.stats()["live_chats"] == 0, 10, "every chat to be deleted")
+
+
+def test_an_expired_access_token_is_renewed_by_the_refresher_and_the_answer_arrives(tmp_path):
+    stack = Stack(tmp_path, refresher=True)
+    try:
+        stack.emulator.admin("expire_access")
+        response = stack.post({"model": "kimi", "messages": USER})
+        assert response.status_code == 200, response.text
+        assert stack.emulator.stats()["refresh_ok"] >= 1
+        assert stack.emulator.stats()["refresh_token_reuses"] == 0
+    finally:
+        stack.close()
+
+
+def test_a_rejected_account_fails_over_to_another(tmp_path):
+    stack = Stack(tmp_path, accounts=2)
+    try:
+        stack.emulator.admin("revoke", {"user_id": stack.accounts[0]["user_id"]})
+        for _ in range(4):
+            assert stack.post({"model": "kimi", "messages": USER}).status_code == 200
+        # Kimi's refusal of our token is not the caller's fault: 502, not 401.
+        stack.emulator.admin("revoke", {"user_id": stack.accounts[1]["user_id"]})
+        response = stack.post({"model": "kimi", "messages": USER})
+        assert response.status_code in (502, 503) and response.json()["error"]["code"] != "invalid_api_key"
+    finally:
+        stack.close()
+
+
+def test_a_cut_stream_ends_with_an_error_frame_and_no_done(stack):
+    stack.emulator.admin("stream", {"cut_after": 2})
+    frames = _frames(stack.post({"model": "kimi", "messages": USER, "stream": True}))
+    assert frames[-1] != b"data: [DONE]"
+    error = orjson.loads(frames[-1][6:])["error"]
+    assert error["code"] == "upstream_error" and "broke off" in error["message"]
+    response = stack.post({"model": "kimi", "messages": USER})
+    assert response.status_code == 502
+
+
+def test_a_mid_stream_error_event_becomes_an_error_frame(stack):
+    stack.emulator.admin("stream", {"error_after": 1})
+    frames = _frames(stack.post({"model": "kimi", "messages": USER, "stream": True}))
+    assert b"[DONE]" not in frames[-1] and b'"error"' in frames[-1]
+    assert "runtime error" not in frames[-1].decode()   # Kimi's internal detail stays out
+    assert stack.post({"model": "kimi", "messages": USER}).status_code == 502
+
+
+def test_a_stall_past_the_idle_timeout_is_504_with_keepalives_meanwhile(fast):
+    fast.emulator.admin("stream", {"stall_after": 1, "stall_seconds": 30})
+    response = fast.post({"model": "kimi", "messages": USER})
+    assert response.status_code == 504 and response.json()["error"]["code"] == "upstream_timeout"
+    frames = _frames(fast.post({"model": "kimi", "messages": USER, "stream": True}))
+    assert b": keepalive" in frames
+    assert orjson.loads(frames[-1][6:])["error"]["code"] == "upstream_timeout"
+    wait_until(lambda: fast.emulator.stats()["open_streams"] == 0, 10, "the upstream streams to be closed")
+
+
+@pytest.mark.parametrize("answer", ["收到 🌙 turn {turn}: {prompt}", "a\ufffdb 🌙\ufffd {prompt} 完"])
+def test_bytes_split_inside_utf8_and_lines_give_the_exact_text(stack, answer):
+    stack.emulator.admin("stream", {"split_writes": True, "chunks": 7, "answer": answer})
+    expected = answer.format(turn=1, prompt="tell me")
+    assert stack.post({"model": "kimi", "messages": USER}).json()["choices"][0]["message"]["content"] == expected
+    assert _stream_text(_frames(stack.post({"model": "kimi", "messages": USER, "stream": True}))) == expected
+
+
+def test_a_stream_pushing_conflict_is_retried_on_a_new_chat(stack):
+    stack.emulator.fault("completion", status=400, body={"error_type": "chat.user_stream_pushing",
+                                                         "message": "已有对话流正在输出", "detail": ""})
+    assert stack.post({"model": "kimi", "messages": USER}).status_code == 200
+
+
+def test_a_client_that_disconnects_closes_the_upstream_request(stack):
+    stack.emulator.admin("stream", {"stall_after": 2, "stall_seconds": 60})
+    response = requests.post(stack.url + "/v1/chat/completions", stream=True, timeout=30, headers=stack.headers(),
+                             data=orjson.dumps({"model": "kimi", "messages": USER, "stream": True}))
+    lines = response.iter_lines()
+    wait_until(lambda: b"content" in next(lines), 10, "the first content chunk")
+    assert stack.emulator.stats()["open_streams"] == 1
+    response.close()
+    wait_until(lambda: stack.emulator.stats()["streams_closed_by_client"] == 1, 10, "the upstream to be closed")
+    wait_until(lambda: stack.emulator.stats()["live_chats"] == 0, 10, "the chat to be deleted")
+
+
+def test_a_hundred_concurrent_streams_each_get_their_own_answer(stack):
+    stack.emulator.admin("stream", {"event_delay": 0.01})
+
+    async def run():
+        client = openai.AsyncOpenAI(base_url=stack.url + "/v1", api_key=Stack.API_KEY, max_retries=0, timeout=120)
+
+        async def one(i: int) -> tuple[str, str]:
+            prompt = f"request number {i}"
+            stream = await client.chat.completions.create(
+                model="kimi", messages=[{"role": "user", "content": prompt}], stream=True)
+            return prompt, "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        results = await asyncio.gather(*(one(i) for i in range(100)))
+        await client.close()
+        return results
+    for prompt, text in asyncio.run(run()):
+        assert text == f"收到 🌙 turn 1: {prompt}"
+    assert stack.emulator.stats()["chats_created"] == 100
+    wait_until(lambda: stack.emulator.stats()["live_chats"] == 0, 30, "every chat to be deleted")
