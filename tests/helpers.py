@@ -65,6 +65,7 @@ class Emulator:
         if self.proc.poll() is not None:
             raise RuntimeError("the emulator exited at start")
         self.port = int(ready.read_text())
+        ready.unlink()
         self.url = f"http://127.0.0.1:{self.port}"
         self.http = requests.Session()
 
@@ -113,7 +114,7 @@ class Stack:
     API_KEY = "sk-test-key-0123456789"
 
     def __init__(self, tmp_path, accounts: int = 1, server: dict | None = None, upstream: dict | None = None,
-                 refresher: bool = False, access_ttl: float = 900.0) -> None:
+                 refresher: bool = False, access_ttl: float = 900.0, log_level: str = "INFO") -> None:
         self.tmp_path = tmp_path
         self.emulator = Emulator(tmp_path, access_ttl=access_ttl)
         self.accounts = [self.emulator.new_account(f"user{i}") for i in range(accounts)]
@@ -130,12 +131,14 @@ class Stack:
         self.url = f"http://127.0.0.1:{self.port}"
         self.server_log = tmp_path / "server.log"
         self.server = None
+        self.log_level = log_level
         self.start_server()
         self.refresher = spawn("refresher", "--config", str(self.config_path)) if refresher else None
 
     def start_server(self) -> None:
         self._log_file = open(self.server_log, "ab")
-        self.server = spawn("server", "--config", str(self.config_path), stderr=self._log_file)
+        self.server = spawn("server", "--config", str(self.config_path), "--log-level", self.log_level,
+                            stderr=self._log_file)
         wait_until(self._healthy, 30, "the server to answer /health")
 
     def _healthy(self) -> bool:
