@@ -7,9 +7,9 @@ import logging
 import signal
 import sys
 
+from common.cli import add_common_arguments, open_config
 from common.errors import ConfigError
-from common.redact import SCRUBBER, setup_logging
-from common.store import ConfigStore, StoreBusy
+from common.store import StoreBusy
 from refresher.daemon import Refresher
 
 log = logging.getLogger("refresher")
@@ -20,19 +20,14 @@ EXIT_OK, EXIT_ACCOUNT_FAILED, EXIT_BAD_CONFIG = 0, 1, 2
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m refresher",
                                      description="Keep the Kimi access tokens in config.json fresh.")
-    parser.add_argument("--config", default="config.json", help="path to config.json (default: ./config.json)")
+    add_common_arguments(parser)
     parser.add_argument("--once", action="store_true",
                         help="refresh what is due and exit: 0 all accounts live, 1 an account failed, 2 bad config")
-    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        store = ConfigStore(args.config)
-        config = store.load()
-    except (ConfigError, StoreBusy) as exc:
-        print(f"refresher: cannot use the config: {exc}", file=sys.stderr)
+    opened = open_config("refresher", args)
+    if opened is None:
         return EXIT_BAD_CONFIG
-    SCRUBBER.register(*config.api_keys)
+    store, config = opened
     refresher = Refresher(store, config)
     if args.once:
         try:

@@ -6,11 +6,9 @@ from dataclasses import dataclass
 
 import requests
 
-from common.jwt_claims import try_decode_claims
+from common.kimi_headers import kimi_headers
 
 REFRESH_PATH = "/api/auth/token/refresh"
-USER_AGENT = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-              "Chrome/131.0.0.0 Safari/537.36")
 
 
 class RefreshError(Exception):
@@ -48,30 +46,13 @@ class KimiAuthClient:
     def refresh(self, refresh_token: str) -> TokenPair:
         """Spend `refresh_token` on a new pair; raise RefreshRejected or RefreshTransient."""
         try:
-            response = self._session.get(self._url, headers=self._headers(refresh_token), timeout=self._timeout)
+            response = self._session.get(self._url, headers=kimi_headers(self._origin, refresh_token),
+                                         timeout=self._timeout)
         except requests.Timeout:
             raise RefreshTransient("the token endpoint timed out") from None
         except requests.RequestException as exc:
             raise RefreshTransient(f"could not reach the token endpoint ({type(exc).__name__})") from None
         return self._parse(response)
-
-    def _headers(self, refresh_token: str) -> dict:
-        headers = {
-            "Authorization": f"Bearer {refresh_token}",
-            "Accept": "application/json, text/plain, */*",
-            "User-Agent": USER_AGENT,
-            "Origin": self._origin,
-            "Referer": self._origin + "/",
-            "X-Msh-Platform": "web",
-        }
-        claims = try_decode_claims(refresh_token)
-        if claims is not None:
-            # Echo the device identity so that it survives rotation (kimi-protocol.md §3.10).
-            for claim, header in (("device_id", "X-Msh-Device-Id"), ("ssid", "X-Msh-Session-Id"),
-                                  ("sub", "X-Traffic-Id")):
-                if isinstance(claims.raw.get(claim), str):
-                    headers[header] = claims.raw[claim]
-        return headers
 
     @staticmethod
     def _parse(response: requests.Response) -> TokenPair:

@@ -10,9 +10,9 @@ import sys
 
 import tornado.httpserver
 
+from common.cli import add_common_arguments, open_config
 from common.errors import ConfigError
-from common.redact import SCRUBBER, setup_logging
-from common.store import ConfigStore, StoreBusy
+from common.store import ConfigStore
 from server.app import make_app
 from server.services import Services
 
@@ -21,21 +21,18 @@ log = logging.getLogger("server")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m server", description="The kimi-bridge OpenAI-compatible API.")
-    parser.add_argument("--config", default="config.json", help="path to config.json (default: ./config.json)")
+    add_common_arguments(parser)
     parser.add_argument("--host", help="listen address (default: server.host from the config)")
     parser.add_argument("--port", type=int, help="listen port (default: server.port, 6867)")
-    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        store = ConfigStore(args.config)
-        config = store.load()
-        if not config.api_keys:
-            raise ConfigError(store.path, "api_keys", "at least one key (clients send it as a Bearer token)")
-    except (ConfigError, StoreBusy) as exc:
-        print(f"server: cannot use the config: {exc}", file=sys.stderr)
+    opened = open_config("server", args)
+    if opened is None:
         return 2
-    SCRUBBER.register(*config.api_keys)
+    store, config = opened
+    if not config.api_keys:
+        error = ConfigError(store.path, "api_keys", "at least one key (clients send it as a Bearer token)")
+        print(f"server: cannot use the config: {error}", file=sys.stderr)
+        return 2
     host = args.host or config.server["host"]
     port = args.port if args.port is not None else config.server["port"]
     return asyncio.run(_serve(store, config, host, port))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import orjson
 import tornado.httpclient
 
-from common.jwt_claims import try_decode_claims
+from common.kimi_headers import kimi_headers
 from common.kimi_sse import SseParser
 from server.errors import (UpstreamAuthRejected, UpstreamError, UpstreamRefused, UpstreamThrottled, UpstreamTimeout)
 from server.http_stream import StreamedResponse, open_stream
@@ -19,8 +19,6 @@ from server.http_stream import StreamedResponse, open_stream
 log = logging.getLogger("server.kimi")
 
 CHAT_ID = re.compile(r"^[0-9a-z]{20}$")
-USER_AGENT = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-              "Chrome/131.0.0.0 Safari/537.36")
 
 
 @dataclass(frozen=True)
@@ -41,16 +39,7 @@ class KimiClient:
         self._http = tornado.httpclient.AsyncHTTPClient(max_clients=max_clients)
 
     def headers(self, access_token: str, referer: str = "/") -> dict:
-        headers = {"Authorization": f"Bearer {access_token}", "Content-Type": "application/json",
-                   "Accept": "*/*", "User-Agent": USER_AGENT, "Origin": self.base_url,
-                   "Referer": self.base_url + referer, "X-Msh-Platform": "web", "R-Timezone": "Asia/Shanghai"}
-        claims = try_decode_claims(access_token)
-        if claims is not None:
-            for claim, header in (("device_id", "X-Msh-Device-Id"), ("ssid", "X-Msh-Session-Id"),
-                                  ("sub", "X-Traffic-Id")):
-                if isinstance(claims.raw.get(claim), str):
-                    headers[header] = claims.raw[claim]
-        return headers
+        return {**kimi_headers(self.base_url, access_token, referer), "Content-Type": "application/json"}
 
     async def _json_call(self, method: str, path: str, access_token: str, body: dict | None) -> dict:
         request = tornado.httpclient.HTTPRequest(

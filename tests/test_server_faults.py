@@ -59,7 +59,7 @@ def test_an_expired_access_token_is_renewed_by_the_refresher_and_the_answer_arri
 
 
 def test_a_rejected_account_fails_over_to_another(tmp_path):
-    stack = Stack(tmp_path, accounts=2)
+    stack = Stack(tmp_path, accounts=2, server={"refresh_wait_seconds": 1})
     try:
         stack.emulator.admin("revoke", {"user_id": stack.accounts[0]["user_id"]})
         for _ in range(4):
@@ -144,3 +144,12 @@ def test_a_hundred_concurrent_streams_each_get_their_own_answer(stack):
         assert text == f"收到 🌙 turn 1: {prompt}"
     assert stack.emulator.stats()["chats_created"] == 100
     wait_until(lambda: stack.emulator.stats()["live_chats"] == 0, 30, "every chat to be deleted")
+
+
+def test_kimi_throttling_is_429_with_retry_after(stack):
+    stack.emulator.fault("completion", status=429, times=3, body={"error_type": "chat.rate_limit", "message": "慢一点"})
+    response = stack.post({"model": "kimi", "messages": USER})
+    assert response.status_code == 429 and response.json()["error"]["code"] == "rate_limit_exceeded"
+    assert int(response.headers["Retry-After"]) >= 1
+    for word in ("credit", "balance", "quota"):
+        assert word not in response.text.lower()
