@@ -36,9 +36,10 @@ class AccountPool:
         claims = try_decode_claims(account.access_token)
         return claims is None or claims.exp is None or claims.exp > now
 
-    def pick(self, tried: set[str]) -> Account | None:
-        """The next usable account whose current token has not been tried for this request."""
-        candidates = [a for a in self.usable() if fingerprint(a.access_token) not in tried]
+    def pick(self, tried: set[str], name: str | None = None) -> Account | None:
+        """The next usable account (or the one called `name`) whose token has not been tried for this request."""
+        candidates = [a for a in self.usable()
+                      if fingerprint(a.access_token) not in tried and (name is None or a.name == name)]
         if not candidates:
             return None
         self._turn += 1
@@ -72,11 +73,11 @@ class AccountPool:
             await self.request_refresh(account.name, fingerprint(account.access_token))
         return len(stale)
 
-    async def wait_for_account(self, tried: set[str], timeout: float) -> Account | None:
-        """Wait (polling the file) until some account gets a token not tried yet, or `timeout` passes."""
+    async def wait_for_account(self, tried: set[str], timeout: float, name: str | None = None) -> Account | None:
+        """Wait (polling the file) until an account gets a token not tried yet, or `timeout` passes."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            account = self.pick(tried)
+            account = self.pick(tried, name)
             if account is not None:
                 return account
             await asyncio.sleep(0.1)

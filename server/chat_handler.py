@@ -8,9 +8,12 @@ import tornado.iostream
 
 from server import openai_format
 from server.base import ApiHandler
-from server.completion_service import Session
+from common.config import Account
+from server.completion_service import ChatTarget, Session
 from server.errors import ApiError, UpstreamError
-from server.models import resolve_model
+from server.kimi_client import KimiClient
+from server.kimi_request import completion_body
+from server.models import ModelChoice, resolve_model
 from server.prompt import fold_messages
 from server.schema import parse_chat_request
 from server.usage import usage
@@ -34,26 +37,31 @@ class ChatCompletionsHandler(ApiHandler):
 
     async def post(self) -> None:
         request = parse_chat_request(self.json_body())
-        model = resolve_model(request.model)
+        choice = resolve_model(request.model)
         prompt = fold_messages(request.messages)
-        kimi_body = {"messages": [{"role": "user", "content": prompt}], "refs": [], "use_search": request.use_search,
-                     "kimiplus_id": "kimi", "extend": {"sidebar": True}}
+        kimi = self.services.kimi
+
+        async def build_body(account: Account, _chat_id: str) -> dict:
+            if choice.research:
+                await _check_research_quota(kimi, account)
+            return completion_body(prompt, choice, request.use_search)
+
         service = self.services.completions
-        self._session = await service.open(kimi_body)
+        self._session = await service.open(ChatTarget(agent_id=choice.agent_id), build_body)
         try:
             if self._client_gone:
                 return
             if request.stream:
-                await self._stream(self._session, model.requested, prompt, request.include_usage)
+                await self._stream(self._session, choice, prompt, request.include_usage)
             else:
-                await self._whole(self._session, model.requested, prompt)
+                await self._whole(self._session, choice, prompt)
         finally:
             service.dispose(self._session)
 
-    async def _whole(self, session: Session, model: str, prompt: str) -> None:
+    async def _whole(self, session: Session, choice: ModelChoice, prompt: str) -> None:
         content, reasoning, finish = [], [], "stop"
         try:
-            async for piece in self.services.completions.pieces(session):
+            async for piece in self.services.completions.pieces(session, render_search=not choice.silent):
                 if piece.kind == "content":
                     content.append(piece.text)
                 elif piece.kind == "reasoning":
@@ -63,17 +71,18 @@ class ChatCompletionsHandler(ApiHandler):
         except UpstreamError as exc:
             raise exc.to_api_error() from None
         text, thought = "".join(content), "".join(reasoning)
-        self.send_json(openai_format.completion_body(model, text, thought, finish, usage(prompt, text, thought)))
+        self.send_json(openai_format.completion_body(choice.requested, text, thought, finish,
+                                                     usage(prompt, text, thought)))
 
-    async def _stream(self, session: Session, model: str, prompt: str, include_usage: bool) -> None:
+    async def _stream(self, session: Session, choice: ModelChoice, prompt: str, include_usage: bool) -> None:
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
-        chunks = openai_format.ChunkFactory(model, include_usage)
+        chunks = openai_format.ChunkFactory(choice.requested, include_usage)
         content, reasoning = [], []
         try:
             await self._send(chunks.role())
-            async for piece in self.services.completions.pieces(session):
+            async for piece in self.services.completions.pieces(session, render_search=not choice.silent):
                 if piece.kind == "content":
                     content.append(piece.text)
                     await self._send(chunks.delta({"content": piece.text}))
@@ -113,3 +122,15 @@ class ChatCompletionsHandler(ApiHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ApiError) or not self._headers_written:
             super().write_error(status_code, **kwargs)
+
+
+async def _check_research_quota(kimi: KimiClient, account: Account) -> None:
+    """Research mode is metered by Kimi; refuse up front rather than fail mid-answer."""
+    usage_now = await kimi.research_usage(account.access_token)
+    remain, total, used = usage_now.get("remain"), usage_now.get("total"), usage_now.get("used")
+    exhausted = (isinstance(remain, int) and remain <= 0) or (
+        isinstance(total, int) and isinstance(used, int) and used >= total)
+    if exhausted:
+        raise ApiError(429, f"Kimi's research mode quota is used up for now ({used} of {total} used). "
+                       "Use another model or try again later.", type="rate_limit_exceeded",
+                       code="research_quota_exhausted", headers={"Retry-After": "3600"})

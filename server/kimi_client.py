@@ -73,6 +73,9 @@ class KimiClient:
     async def delete_chat(self, access_token: str, chat_id: str) -> None:
         await self._json_call("DELETE", f"/api/chat/{chat_id}", access_token, None)
 
+    async def research_usage(self, access_token: str) -> dict:
+        return await self._json_call("GET", "/api/chat/research/usage", access_token, None)
+
     async def open_completion(self, access_token: str, chat_id: str, body: dict) -> KimiStream:
         """POST the completion; return once Kimi has answered 200 with an event stream."""
         url = f"{self.base_url}/api/chat/{chat_id}/completion/stream"

@@ -39,7 +39,7 @@ class Services:
         self.pool = AccountPool(store)
         self.completions = CompletionService(self.kimi, self.pool, int(config.server["max_attempts"]),
                                              float(config.server["refresh_wait_seconds"]),
-                                             self.settings.keepalive_seconds)
+                                             self.settings.keepalive_seconds, int(config.server["max_continuations"]))
 
     def config(self) -> Config:
         """The current config; a broken edit keeps the last good one (hot reload)."""
