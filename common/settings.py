@@ -29,6 +29,7 @@ DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType({
         "refresh_wait_seconds": 20.0,     # how long a request waits for the refresher to renew a token
         "max_attempts": 3,                # upstream attempts (accounts) per request before the first byte
         "max_continuations": 5,           # "continue generating" rounds after Kimi's output cap
+        "conversations_file": "conversations.json",  # kept conversations, beside config.json unless absolute
     },
     "refresher": {
         "tick_seconds": 5.0,          # how often accounts are looked at

@@ -35,8 +35,11 @@ class StoreBusy(Exception):
 class ConfigStore:
     """config.json on disk, following the store rules of design.md."""
 
-    def __init__(self, path: str, *, lock_timeout: float = 30.0, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, path: str, *, lock_timeout: float = 30.0, environ: Mapping[str, str] | None = None,
+                 validate: Callable[[dict], object] | None = None) -> None:
         environ = os.environ if environ is None else environ
+        # What a document must pass before it is written: by default, being a usable config.
+        self._validate = validate or (lambda doc: parse_config(doc, self.path, self._environ))
         self.path = os.path.abspath(path)
         self._dir, name = os.path.split(self.path)
         self._temp_prefix = f".{name}.tmp-"
@@ -87,6 +90,15 @@ class ConfigStore:
     def read_document(self, lock_wait: float = 5.0) -> dict:
         """The raw decoded file (for tools that inspect it)."""
         return self._read_document(lock_wait)[0]
+
+    def create(self, doc: dict) -> bool:
+        """Write `doc` as a new file (mode 0600) unless the file exists; return whether it was created."""
+        data = orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
+        with self._writer_lock():
+            if os.path.exists(self.path):
+                return False
+            self._write_replace(data)
+            return True
 
     def _read_document(self, lock_wait: float) -> tuple[dict, tuple]:
         try:
@@ -146,7 +158,7 @@ class ConfigStore:
 
     def _write(self, doc: dict, fd: int) -> None:
         # Refuse to write what the processes could not read back.
-        parse_config(doc, self.path, self._environ)
+        self._validate(doc)
         data = orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
         if not self.in_place:
             try:

@@ -18,7 +18,7 @@ def make_app(services: Services) -> tornado.web.Application:
     routes = [
         (r"/health", HealthHandler, args),
         (r"/(?:v1/)?models", ModelsHandler, args),
-        (r"/(?:v1/)?chat/completions", ChatCompletionsHandler, args),
+        (r"/(?:v1/)?chat/completions(?:/([A-Za-z0-9_.:-]{1,128}))?", ChatCompletionsHandler, args),
     ]
     return tornado.web.Application(routes, default_handler_class=NotFoundHandler, default_handler_args=args,
                                    log_function=_log_request, cors_origins=services.settings.cors_origins)

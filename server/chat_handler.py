@@ -11,14 +11,26 @@ from server.base import ApiHandler
 from common.config import Account
 from server.completion_service import ChatTarget, Session
 from server.errors import ApiError, UpstreamError
-from server.kimi_client import KimiClient
+from server.kimi_client import CHAT_ID, KimiClient
 from server.kimi_request import completion_body
 from server.models import ModelChoice, resolve_model
-from server.prompt import fold_messages
-from server.schema import parse_chat_request
+from server.prompt import fold_messages, newest_user_text
+from server.schema import ChatRequest, parse_chat_request
 from server.usage import usage
 
 log = logging.getLogger("server.chat")
+
+
+class TurnPlan:
+    """Where a turn goes, what text it sends, and what to do once Kimi has accepted it."""
+
+    def __init__(self, target: ChatTarget, prompt: str, on_open=None, reply_id: str | None = None) -> None:
+        self.target, self.prompt, self._on_open, self._reply_id = target, prompt, on_open, reply_id
+
+    async def opened(self, session: Session) -> str | None:
+        """Record the chat (for conversations); return the response id to use, if not a fresh one."""
+        result = await self._on_open(session) if self._on_open else None
+        return self._reply_id or (result if isinstance(result, str) else None)
 
 
 class ChatCompletionsHandler(ApiHandler):
@@ -35,30 +47,83 @@ class ChatCompletionsHandler(ApiHandler):
         if self._session is not None:
             self._session.stream.close()
 
-    async def post(self) -> None:
+    async def post(self, caller_id: str | None = None) -> None:
         request = parse_chat_request(self.json_body())
         choice = resolve_model(request.model)
-        prompt = fold_messages(request.messages)
+        plan = await self._plan(request, choice, caller_id)
         kimi = self.services.kimi
 
         async def build_body(account: Account, _chat_id: str) -> dict:
             if choice.research:
                 await _check_research_quota(kimi, account)
-            return completion_body(prompt, choice, request.use_search)
+            return completion_body(plan.prompt, choice, request.use_search)
 
         service = self.services.completions
-        self._session = await service.open(ChatTarget(agent_id=choice.agent_id), build_body)
         try:
+            self._session = await service.open(plan.target, build_body)
+        except ApiError as exc:
+            if exc.code == "conversation_not_found" and caller_id:
+                await self.services.conversations.forget(caller_id)
+            raise
+        try:
+            completion_id = await plan.opened(self._session)
             if self._client_gone:
                 return
             if request.stream:
-                await self._stream(self._session, choice, prompt, request.include_usage)
+                await self._stream(self._session, choice, plan.prompt, request.include_usage, completion_id)
             else:
-                await self._whole(self._session, choice, prompt)
+                await self._whole(self._session, choice, plan.prompt, completion_id)
         finally:
             service.dispose(self._session)
 
-    async def _whole(self, session: Session, choice: ModelChoice, prompt: str) -> None:
+    async def _plan(self, request: ChatRequest, choice: ModelChoice, caller_id: str | None) -> TurnPlan:
+        conversations = self.services.conversations
+        folded = fold_messages(request.messages)
+        if caller_id is not None:
+            entry = await conversations.lookup(caller_id)
+            if entry is not None:
+                return TurnPlan(ChatTarget(choice.agent_id, entry["account"], entry["chat_id"], keep=True),
+                                newest_user_text(request.messages))
+
+            async def bind(session: Session) -> None:
+                await conversations.bind(caller_id, session.chat_id, session.account.name)
+            return TurnPlan(ChatTarget(choice.agent_id, keep=True), folded, bind)
+        if request.conversation_id is not None:
+            chat_id = request.conversation_id.strip().lower()
+            if CHAT_ID.match(chat_id):
+                owner = await conversations.owner_of(chat_id)
+                if owner is None:
+                    raise ApiError(404, f"Unknown conversation_id '{request.conversation_id}': pass the id a "
+                                   "previous answer returned, or leave it out to start one.",
+                                   param="conversation_id", code="conversation_not_found")
+                return TurnPlan(ChatTarget(choice.agent_id, owner, chat_id, keep=True),
+                                newest_user_text(request.messages), reply_id=chat_id)
+
+            async def remember(session: Session) -> str:
+                await conversations.remember_chat(session.chat_id, session.account.name)
+                return session.chat_id
+            return TurnPlan(ChatTarget(choice.agent_id, keep=True), folded, remember)
+        return TurnPlan(ChatTarget(choice.agent_id), folded)
+
+    async def delete(self, caller_id: str | None = None) -> None:
+        """Forget a stateful conversation and delete its Kimi chat."""
+        if caller_id is None:
+            raise ApiError(405, "DELETE needs a conversation id: /v1/chat/completions/{id}.", code="method_not_allowed")
+        entry = await self.services.conversations.forget(caller_id)
+        if entry is None:
+            raise ApiError(404, f"No conversation '{caller_id}'.", code="conversation_not_found")
+        account = self.services.config().account(entry["account"])
+        upstream_deleted = False
+        if account is not None:
+            try:
+                await self.services.kimi.delete_chat(account.access_token, entry["chat_id"])
+                upstream_deleted = True
+            except UpstreamError as exc:
+                log.info("conversation %r forgotten; deleting its Kimi chat failed: %s", caller_id, exc)
+        self.send_json({"id": caller_id, "object": "conversation.deleted", "deleted": True,
+                        "upstream_deleted": upstream_deleted})
+
+    async def _whole(self, session: Session, choice: ModelChoice, prompt: str, completion_id: str | None) -> None:
         content, reasoning, finish = [], [], "stop"
         try:
             async for piece in self.services.completions.pieces(session, render_search=not choice.silent):
@@ -72,13 +137,14 @@ class ChatCompletionsHandler(ApiHandler):
             raise exc.to_api_error() from None
         text, thought = "".join(content), "".join(reasoning)
         self.send_json(openai_format.completion_body(choice.requested, text, thought, finish,
-                                                     usage(prompt, text, thought)))
+                                                     usage(prompt, text, thought), completion_id))
 
-    async def _stream(self, session: Session, choice: ModelChoice, prompt: str, include_usage: bool) -> None:
+    async def _stream(self, session: Session, choice: ModelChoice, prompt: str, include_usage: bool,
+                      completion_id: str | None) -> None:
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
-        chunks = openai_format.ChunkFactory(choice.requested, include_usage)
+        chunks = openai_format.ChunkFactory(choice.requested, include_usage, completion_id)
         content, reasoning = [], []
         try:
             await self._send(chunks.role())

@@ -67,3 +67,11 @@ class UpstreamStreamError(UpstreamError):
     """Kimi sent an `error` event inside the stream, or the stream broke off."""
 
     retryable = False
+
+
+class UpstreamChatGone(UpstreamRefused):
+    """The Kimi chat a conversation points at no longer exists."""
+
+    def to_api_error(self) -> ApiError:
+        return ApiError(404, "This conversation no longer exists on Kimi; start a new one.",
+                        param="conversation_id", code="conversation_not_found")

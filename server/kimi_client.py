@@ -13,7 +13,8 @@ import tornado.httpclient
 
 from common.kimi_headers import kimi_headers
 from common.kimi_sse import SseParser
-from server.errors import (UpstreamAuthRejected, UpstreamError, UpstreamRefused, UpstreamThrottled, UpstreamTimeout)
+from server.errors import (UpstreamAuthRejected, UpstreamChatGone, UpstreamError, UpstreamRefused, UpstreamThrottled,
+                           UpstreamTimeout)
 from server.http_stream import StreamedResponse, open_stream
 
 log = logging.getLogger("server.kimi")
@@ -150,6 +151,8 @@ def classify(status: int, data: object, what: str, retry_after: str | None = Non
         except ValueError:
             seconds = 30
         return UpstreamThrottled(label, seconds)
+    if error_type == "chat.not_found":
+        return UpstreamChatGone(label)
     if status >= 500 or error_type == "chat.user_stream_pushing":
         return UpstreamError(label)
     if status in (408, 504):

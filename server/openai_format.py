@@ -24,8 +24,8 @@ KEEPALIVE = b": keepalive\n\n"
 class ChunkFactory:
     """Chunks that share one id, created time and model, as OpenAI's do."""
 
-    def __init__(self, model: str, include_usage: bool) -> None:
-        self.id = new_completion_id()
+    def __init__(self, model: str, include_usage: bool, completion_id: str | None = None) -> None:
+        self.id = completion_id or new_completion_id()
         self.created = int(time.time())
         self.model = model
         self.include_usage = include_usage
@@ -52,12 +52,13 @@ def error_frame(error: dict) -> bytes:
     return sse(error)
 
 
-def completion_body(model: str, content: str, reasoning: str, finish_reason: str, usage: dict) -> dict:
+def completion_body(model: str, content: str, reasoning: str, finish_reason: str, usage: dict,
+                    completion_id: str | None = None) -> dict:
     """The non-stream response."""
     message = {"role": "assistant", "content": content, "refusal": None}
     if reasoning:
         message["reasoning_content"] = reasoning
-    return {"id": new_completion_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
+    return {"id": completion_id or new_completion_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
             "system_fingerprint": None,
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
             "usage": usage}

@@ -40,3 +40,11 @@ def _tool_calls(calls: object) -> str:
         else:
             names.append(orjson.dumps(call).decode())
     return ", ".join(names)
+
+
+def newest_user_text(messages: list[dict]) -> str:
+    """What a continued conversation sends: only the newest user message (Kimi keeps the rest)."""
+    for message in reversed(messages):
+        if message["role"] == "user" and message["content"].strip():
+            return message["content"]
+    return fold_messages(messages)

@@ -34,6 +34,7 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     use_search: bool = False
+    conversation_id: str | None = None   # kimi-free-api's native continuation; "" or "none" starts one
     ignored: list[str] = field(default_factory=list)
 
 
@@ -110,7 +111,7 @@ OPENAI_FIELDS: dict[str, Callable[[object], str | None]] = {
     "top_p": _num_in(0, 1), "user": _STR, "web_search_options": _OBJ, "verbosity": _STR,
 }
 # Kimi's own extras.
-KIMI_FIELDS: dict[str, Callable[[object], str | None]] = {"use_search": _BOOL}
+KIMI_FIELDS: dict[str, Callable[[object], str | None]] = {"use_search": _BOOL, "conversation_id": _STR}
 
 
 def parse_chat_request(body: dict) -> ChatRequest:
@@ -145,7 +146,8 @@ def parse_chat_request(body: dict) -> ChatRequest:
             raise invalid(f"Invalid type for 'stream_options.{key}': expected true or false.", f"stream_options.{key}")
     return ChatRequest(model=model.strip(), messages=_messages(body.get("messages")),
                        stream=bool(body.get("stream")), include_usage=bool(stream_options.get("include_usage")),
-                       use_search=bool(body.get("use_search")), ignored=ignored)
+                       use_search=bool(body.get("use_search")), ignored=ignored,
+                       conversation_id=body.get("conversation_id") if "conversation_id" in body else None)
 
 
 def _messages(raw: object) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -9,6 +10,7 @@ from common.config import Config
 from common.store import ConfigStore
 from server.accounts import AccountPool
 from server.completion_service import CompletionService
+from server.conversations import Conversations
 from server.kimi_client import KimiClient, Timeouts
 
 
@@ -37,6 +39,8 @@ class Services:
         self.kimi = KimiClient(up["base_url"], Timeouts(up["connect_timeout"], up["request_timeout"],
                                                         up["idle_timeout"]))
         self.pool = AccountPool(store)
+        self.conversations = Conversations(os.path.join(os.path.dirname(store.path),
+                                                        str(config.server["conversations_file"])))
         self.completions = CompletionService(self.kimi, self.pool, int(config.server["max_attempts"]),
                                              float(config.server["refresh_wait_seconds"]),
                                              self.settings.keepalive_seconds, int(config.server["max_continuations"]))

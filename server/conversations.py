@@ -1,0 +1,64 @@
+"""Which Kimi chat (and which account) a conversation lives in, kept in a file beside config.json."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from common.errors import ConfigError
+from common.store import ConfigStore
+
+EMPTY = {"chats": {}, "stateful": {}}
+
+
+def _validate(doc: dict) -> None:
+    for key in EMPTY:
+        if not isinstance(doc.get(key), dict):
+            raise ConfigError("conversations file", key, "an object")
+
+
+class Conversations:
+    """`chats`: Kimi chat id -> account (for `conversation_id`); `stateful`: caller id -> chat and account."""
+
+    def __init__(self, path: str) -> None:
+        self._store = ConfigStore(path, validate=_validate)
+        self.path = self._store.path
+        if not os.path.exists(self.path):
+            self._store.create(dict(EMPTY))
+
+    async def _run(self, function, *args):
+        # The store takes a file lock and fsyncs: keep that off the event loop.
+        return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+
+    def _doc(self) -> dict:
+        doc = self._store.read_document()
+        _validate(doc)
+        return doc
+
+    async def owner_of(self, chat_id: str) -> str | None:
+        """The account that holds Kimi chat `chat_id`, if we made it."""
+        entry = (await self._run(self._doc))["chats"].get(chat_id)
+        return entry.get("account") if isinstance(entry, dict) else None
+
+    async def remember_chat(self, chat_id: str, account: str) -> None:
+        def change(doc: dict) -> None:
+            doc["chats"][chat_id] = {"account": account, "created_at": int(time.time())}
+        await self._run(self._store.update, change)
+
+    async def lookup(self, caller_id: str) -> dict | None:
+        """{"chat_id", "account"} for a caller-chosen conversation id, or None."""
+        entry = (await self._run(self._doc))["stateful"].get(caller_id)
+        return entry if isinstance(entry, dict) and "chat_id" in entry and "account" in entry else None
+
+    async def bind(self, caller_id: str, chat_id: str, account: str) -> None:
+        def change(doc: dict) -> None:
+            doc["stateful"][caller_id] = {"chat_id": chat_id, "account": account, "created_at": int(time.time())}
+        await self._run(self._store.update, change)
+
+    async def forget(self, caller_id: str) -> dict | None:
+        """Drop a caller-chosen conversation; return what it pointed at."""
+        return await self._run(self._store.update, lambda doc: doc["stateful"].pop(caller_id, None))
+
+    async def forget_chat(self, chat_id: str) -> None:
+        await self._run(self._store.update, lambda doc: doc["chats"].pop(chat_id, None))
