@@ -74,6 +74,9 @@ class KimiClient:
     async def delete_chat(self, access_token: str, chat_id: str) -> None:
         await self._json_call("DELETE", f"/api/chat/{chat_id}", access_token, None)
 
+    async def user(self, access_token: str) -> dict:
+        return await self._json_call("GET", "/api/user", access_token, None)
+
     async def research_usage(self, access_token: str) -> dict:
         return await self._json_call("GET", "/api/chat/research/usage", access_token, None)
 

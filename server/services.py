@@ -12,6 +12,7 @@ from server.accounts import AccountPool
 from server.completion_service import CompletionService
 from server.conversations import Conversations
 from server.kimi_client import KimiClient, Timeouts
+from server.token_check import TokenCheckCache
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Services:
         self.kimi = KimiClient(up["base_url"], Timeouts(up["connect_timeout"], up["request_timeout"],
                                                         up["idle_timeout"]))
         self.pool = AccountPool(store)
+        self.token_checks = TokenCheckCache()
         self.conversations = Conversations(os.path.join(os.path.dirname(store.path),
                                                         str(config.server["conversations_file"])))
         self.completions = CompletionService(self.kimi, self.pool, int(config.server["max_attempts"]),
