@@ -17,6 +17,7 @@ DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType({
         "request_timeout": 300.0,     # seconds for one whole upstream call
         "idle_timeout": 60.0,         # seconds of silence tolerated inside a stream
         "refresh_timeout": 15.0,      # seconds for one token refresh call
+        "parse_timeout": 120.0,       # seconds Kimi may take to read an attached document
     },
     "server": {
         "host": "0.0.0.0",
@@ -30,6 +31,9 @@ DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType({
         "max_attempts": 3,                # upstream attempts (accounts) per request before the first byte
         "max_continuations": 5,           # "continue generating" rounds after Kimi's output cap
         "conversations_file": "conversations.json",  # kept conversations, beside config.json unless absolute
+        "max_file_bytes": 20_000_000,     # largest image or file taken from a message (decoded or downloaded)
+        "fetch_timeout": 30.0,            # seconds to download one image or file URL
+        "fetch_allowed_ports": "80,443",  # ports a file URL may use
     },
     "refresher": {
         "tick_seconds": 5.0,          # how often accounts are looked at

@@ -9,9 +9,11 @@ import tornado.iostream
 from server import openai_format
 from server.base import ApiHandler
 from common.config import Account
+from server.attachments import load
 from server.completion_service import ChatTarget, Session
 from server.errors import ApiError, UpstreamError
 from server.kimi_client import CHAT_ID, KimiClient
+from server.kimi_files import refs_file_entry, upload
 from server.kimi_request import completion_body
 from server.models import ModelChoice, resolve_model
 from server.prompt import fold_messages, newest_user_text
@@ -51,12 +53,19 @@ class ChatCompletionsHandler(ApiHandler):
         request = parse_chat_request(self.json_body())
         choice = resolve_model(request.model)
         plan = await self._plan(request, choice, caller_id)
-        kimi = self.services.kimi
+        services = self.services
+        kimi = services.kimi
+        # Decode and download before touching Kimi: a bad file fails fast, on no account.
+        blobs = [await load(a, services.fetcher, services.max_file_bytes)
+                 for a in _attachments(request.messages, continuing=plan.target.chat_id is not None)]
 
-        async def build_body(account: Account, _chat_id: str) -> dict:
+        async def build_body(account: Account, chat_id: str) -> dict:
             if choice.research:
                 await _check_research_quota(kimi, account)
-            return completion_body(plan.prompt, choice, request.use_search)
+            records = [await upload(kimi, account.access_token, chat_id, blob, services.parse_timeout)
+                       for blob in blobs]
+            return completion_body(plan.prompt, choice, request.use_search, [r["id"] for r in records],
+                                   [refs_file_entry(r) for r in records])
 
         service = self.services.completions
         try:
@@ -188,6 +197,14 @@ class ChatCompletionsHandler(ApiHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ApiError) or not self._headers_written:
             super().write_error(status_code, **kwargs)
+
+
+def _attachments(messages: list[dict], continuing: bool) -> list:
+    """Every user attachment for a new chat; only the newest user message's when Kimi keeps the history."""
+    users = [m for m in messages if m["role"] == "user"]
+    if continuing:
+        users = users[-1:]
+    return [a for m in users for a in m["attachments"]]
 
 
 async def _check_research_quota(kimi: KimiClient, account: Account) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import orjson
 import tornado.httpclient
+from tornado.simple_httpclient import HTTPTimeoutError
 
 from common.kimi_headers import kimi_headers
 from common.kimi_sse import SseParser
@@ -37,23 +38,26 @@ class KimiClient:
     def __init__(self, base_url: str, timeouts: Timeouts, max_clients: int = 1000) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeouts = timeouts
-        self._http = tornado.httpclient.AsyncHTTPClient(max_clients=max_clients)
+        self.http = tornado.httpclient.AsyncHTTPClient(max_clients=max_clients)
 
     def headers(self, access_token: str, referer: str = "/") -> dict:
         return {**kimi_headers(self.base_url, access_token, referer), "Content-Type": "application/json"}
 
-    async def _json_call(self, method: str, path: str, access_token: str, body: dict | None) -> dict:
+    async def call_json(self, method: str, path: str, access_token: str, body: dict | None) -> dict:
         request = tornado.httpclient.HTTPRequest(
             self.base_url + path, method=method, headers=self.headers(access_token),
             body=orjson.dumps(body) if body is not None else None,
             connect_timeout=self.timeouts.connect, request_timeout=self.timeouts.request,
             allow_nonstandard_methods=True, follow_redirects=False, decompress_response=True)
         try:
-            response = await self._http.fetch(request, raise_error=False)
-        except (OSError, asyncio.TimeoutError) as exc:
+            response = await self.http.fetch(request, raise_error=False)
+        except HTTPTimeoutError:
+            raise UpstreamTimeout(f"{method} {path} timed out") from None
+        except (OSError, asyncio.TimeoutError, tornado.httpclient.HTTPClientError) as exc:
+            # raise_error=False still raises when there is no response at all (a closed stream).
             raise UpstreamError(f"cannot reach Kimi ({type(exc).__name__})") from None
         if response.code == 599:
-            if isinstance(response.error, tornado.httpclient.HTTPTimeoutError):
+            if isinstance(response.error, HTTPTimeoutError):
                 raise UpstreamTimeout(f"{method} {path} timed out")
             raise UpstreamError(f"cannot reach Kimi ({type(response.error).__name__})")
         data = _json_or_none(response.body)
@@ -64,7 +68,7 @@ class KimiClient:
         return data
 
     async def create_chat(self, access_token: str, kimiplus_id: str = "kimi") -> str:
-        data = await self._json_call("POST", "/api/chat", access_token, {
+        data = await self.call_json("POST", "/api/chat", access_token, {
             "name": "未命名会话", "is_example": False, "enter_method": "new_chat", "kimiplus_id": kimiplus_id})
         chat_id = data.get("id")
         if not isinstance(chat_id, str) or not CHAT_ID.match(chat_id):
@@ -72,13 +76,13 @@ class KimiClient:
         return chat_id
 
     async def delete_chat(self, access_token: str, chat_id: str) -> None:
-        await self._json_call("DELETE", f"/api/chat/{chat_id}", access_token, None)
+        await self.call_json("DELETE", f"/api/chat/{chat_id}", access_token, None)
 
     async def user(self, access_token: str) -> dict:
-        return await self._json_call("GET", "/api/user", access_token, None)
+        return await self.call_json("GET", "/api/user", access_token, None)
 
     async def research_usage(self, access_token: str) -> dict:
-        return await self._json_call("GET", "/api/chat/research/usage", access_token, None)
+        return await self.call_json("GET", "/api/chat/research/usage", access_token, None)
 
     async def open_completion(self, access_token: str, chat_id: str, body: dict) -> KimiStream:
         """POST the completion; return once Kimi has answered 200 with an event stream."""

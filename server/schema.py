@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from server.attachments import Attachment
 from server.errors import invalid
 
 log = logging.getLogger("server.schema")
@@ -14,8 +15,8 @@ ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 MESSAGE_FIELDS = {"role", "content", "name", "tool_calls", "tool_call_id", "function_call", "refusal", "audio",
                   "reasoning_content", "annotations", "prefix", "partial"}
 TEXT_PART_TYPES = ("text", "input_text")
-# Accepted by OpenAI but carrying nothing Kimi's web chat can use yet.
-UNSUPPORTED_PART_TYPES = ("image_url", "input_audio", "file", "refusal")
+# Accepted by OpenAI but carrying nothing Kimi's web chat can use.
+UNSUPPORTED_PART_TYPES = ("input_audio", "refusal")
 
 # Vendor extras that other OpenAI-compatible servers take: accepted and ignored, logged at debug.
 VENDOR_EXTRAS = {"top_k", "min_p", "top_a", "repetition_penalty", "length_penalty", "enable_thinking",
@@ -168,24 +169,24 @@ def _messages(raw: object) -> list[dict]:
         role = message.get("role")
         if role not in ROLES:
             raise invalid(f"Invalid value for '{where}.role': expected one of {', '.join(ROLES)}.", f"{where}.role")
-        text = _content_text(message.get("content"), f"{where}.content", role)
+        text, attachments = _content(message.get("content"), f"{where}.content", role)
         out.append({"role": role, "content": text, "name": message.get("name") if isinstance(message.get("name"), str)
-                    else None, "tool_calls": message.get("tool_calls")})
-    if not any(m["content"].strip() for m in out):
+                    else None, "tool_calls": message.get("tool_calls"), "attachments": attachments})
+    if not any(m["content"].strip() or m["attachments"] for m in out):
         raise invalid("Every message is empty: send some text.", "messages")
     return out
 
 
-def _content_text(content: object, where: str, role: str) -> str:
+def _content(content: object, where: str, role: str) -> tuple[str, list[Attachment]]:
     if content is None:
         if role in ("assistant", "function"):
-            return ""   # an assistant turn that only called tools
+            return "", []   # an assistant turn that only called tools
         raise invalid(f"Missing required parameter: '{where}'.", where)
     if isinstance(content, str):
-        return content
+        return content, []
     if not isinstance(content, list):
         raise invalid(f"Invalid type for '{where}': expected a string or a list of content parts.", where)
-    texts = []
+    texts, attachments = [], []
     for j, part in enumerate(content):
         at = f"{where}[{j}]"
         if not isinstance(part, dict):
@@ -195,8 +196,42 @@ def _content_text(content: object, where: str, role: str) -> str:
             if not isinstance(part.get("text"), str):
                 raise invalid(f"Invalid type for '{at}.text': expected a string.", f"{at}.text")
             texts.append(part["text"])
+        elif kind in ("image_url", "file"):
+            if role != "user":
+                raise invalid(f"Only user messages can carry images and files ('{at}').", f"{at}.type")
+            attachments.append(_attachment(part, kind, at))
         elif kind in UNSUPPORTED_PART_TYPES:
-            raise invalid(f"Content parts of type '{kind}' are not supported yet; send text parts.", f"{at}.type")
+            raise invalid(f"Content parts of type '{kind}' are not supported by Kimi's web chat.", f"{at}.type")
         else:
-            raise invalid(f"Invalid value for '{at}.type': expected 'text'.", f"{at}.type")
-    return "\n".join(texts)
+            raise invalid(f"Invalid value for '{at}.type': expected 'text', 'image_url' or 'file'.", f"{at}.type")
+    return "\n".join(texts), attachments
+
+
+def _attachment(part: dict, kind: str, at: str) -> Attachment:
+    """An image_url part, OpenAI's file part ({file_data, filename}), or kimi-free-api's {file_url: {url}}."""
+    if kind == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else image
+        return Attachment("image", _url(url, f"{at}.image_url.url"), "", f"{at}.image_url.url")
+    if isinstance(part.get("file_url"), dict) or isinstance(part.get("file_url"), str):
+        ref = part["file_url"]
+        url = ref.get("url") if isinstance(ref, dict) else ref
+        return Attachment("file", _url(url, f"{at}.file_url.url"), "", f"{at}.file_url.url")
+    file = part.get("file")
+    if not isinstance(file, dict):
+        raise invalid(f"Invalid type for '{at}.file': expected an object with file_data.", f"{at}.file")
+    if "file_id" in file and "file_data" not in file:
+        raise invalid("Files uploaded to OpenAI's Files API cannot be used here; send 'file_data' (base64) instead.",
+                      f"{at}.file.file_id")
+    data, name = file.get("file_data"), file.get("filename", "")
+    if not isinstance(data, str) or not data.strip():
+        raise invalid(f"Invalid type for '{at}.file.file_data': expected base64 or a data: URL.", f"{at}.file.file_data")
+    if not isinstance(name, str):
+        raise invalid(f"Invalid type for '{at}.file.filename': expected a string.", f"{at}.file.filename")
+    return Attachment("file", data, name, f"{at}.file.file_data")
+
+
+def _url(value: object, param: str) -> str:
+    if not isinstance(value, str) or not value.strip().startswith(("http://", "https://", "data:")):
+        raise invalid(f"Invalid value for '{param}': expected an http(s) URL or a data: URL.", param)
+    return value.strip()

@@ -12,6 +12,7 @@ from server.accounts import AccountPool
 from server.completion_service import CompletionService
 from server.conversations import Conversations
 from server.kimi_client import KimiClient, Timeouts
+from server.safe_fetch import SafeFetcher
 from server.token_check import TokenCheckCache
 
 
@@ -41,6 +42,11 @@ class Services:
                                                         up["idle_timeout"]))
         self.pool = AccountPool(store)
         self.token_checks = TokenCheckCache()
+        ports = frozenset(int(p) for p in str(config.server["fetch_allowed_ports"]).split(",") if p.strip().isdigit())
+        self.fetcher = SafeFetcher(int(config.server["max_file_bytes"]), float(config.server["fetch_timeout"]),
+                                   ports)
+        self.max_file_bytes = int(config.server["max_file_bytes"])
+        self.parse_timeout = float(up["parse_timeout"])
         self.conversations = Conversations(os.path.join(os.path.dirname(store.path),
                                                         str(config.server["conversations_file"])))
         self.completions = CompletionService(self.kimi, self.pool, int(config.server["max_attempts"]),

@@ -75,7 +75,10 @@ class Emulator:
         return response.json()
 
     def stats(self) -> dict:
-        return self.http.get(f"{self.url}/_admin/stats", timeout=10).json()
+        return self.admin_get("stats")
+
+    def admin_get(self, action: str) -> object:
+        return self.http.get(f"{self.url}/_admin/{action}", timeout=10).json()
 
     def received(self, endpoint: str = "") -> list:
         return self.http.get(f"{self.url}/_admin/received", params={"endpoint": endpoint}, timeout=10).json()
@@ -114,7 +117,8 @@ class Stack:
     API_KEY = "sk-test-key-0123456789"
 
     def __init__(self, tmp_path, accounts: int = 1, server: dict | None = None, upstream: dict | None = None,
-                 refresher: bool = False, access_ttl: float = 900.0, log_level: str = "INFO") -> None:
+                 refresher: bool = False, access_ttl: float = 900.0, log_level: str = "INFO",
+                 server_env: dict | None = None) -> None:
         self.tmp_path = tmp_path
         self.emulator = Emulator(tmp_path, access_ttl=access_ttl)
         self.accounts = [self.emulator.new_account(f"user{i}") for i in range(accounts)]
@@ -132,13 +136,14 @@ class Stack:
         self.server_log = tmp_path / "server.log"
         self.server = None
         self.log_level = log_level
+        self.server_env = server_env or {}
         self.start_server()
         self.refresher = spawn("refresher", "--config", str(self.config_path)) if refresher else None
 
     def start_server(self) -> None:
         self._log_file = open(self.server_log, "ab")
         self.server = spawn("server", "--config", str(self.config_path), "--log-level", self.log_level,
-                            stderr=self._log_file)
+                            env=child_env(**self.server_env), stderr=self._log_file)
         wait_until(self._healthy, 30, "the server to answer /health")
 
     def _healthy(self) -> bool:

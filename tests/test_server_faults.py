@@ -46,6 +46,14 @@ def test_upstream_5xx_is_retried_then_reported_as_502(stack):
     wait_until(lambda: stack.emulator.stats()["live_chats"] == 0, 10, "every chat to be deleted")
 
 
+def test_upstream_hanging_up_without_an_answer_is_502_never_500(stack):
+    stack.emulator.fault("chat_create", close=True, times=3)
+    response = stack.post({"model": "kimi", "messages": USER})
+    assert response.status_code == 502 and response.json()["error"]["code"] == "upstream_error"
+    stack.emulator.fault("completion", close=True)
+    assert stack.post({"model": "kimi", "messages": USER}).status_code == 200   # retried
+
+
 def test_an_expired_access_token_is_renewed_by_the_refresher_and_the_answer_arrives(tmp_path):
     stack = Stack(tmp_path, refresher=True)
     try:
@@ -153,3 +161,13 @@ def test_kimi_throttling_is_429_with_retry_after(stack):
     assert int(response.headers["Retry-After"]) >= 1
     for word in ("credit", "balance", "quota"):
         assert word not in response.text.lower()
+
+
+def test_an_upstream_call_that_times_out_is_504(tmp_path):
+    stack = Stack(tmp_path, upstream={"request_timeout": 1}, server={"max_attempts": 2})
+    try:
+        stack.emulator.fault("chat_create", stall=5, times=2)
+        response = stack.post({"model": "kimi", "messages": USER})
+        assert response.status_code == 504 and response.json()["error"]["code"] == "upstream_timeout"
+    finally:
+        stack.close()

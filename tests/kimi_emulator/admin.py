@@ -6,7 +6,7 @@ from tests.kimi_emulator.base import EmulatorHandler, KimiError
 from tests.kimi_emulator.state import STREAM_DEFAULTS
 
 SETTINGS = {"access_ttl", "rotation", "stream_pushing_status", "stream_pushing_scope", "camouflage_errors",
-            "research_total", "research_used", "agents"}
+            "research_total", "research_used", "agents", "parse_fail"}
 
 
 class AdminHandler(EmulatorHandler):
@@ -15,6 +15,8 @@ class AdminHandler(EmulatorHandler):
     def get(self, action: str) -> None:
         if action == "stats":
             self.send_json(self.state.stats())
+        elif action == "files":
+            self.send_json(list(self.state.files.values()))
         elif action == "received":
             endpoint = self.get_argument("endpoint", "")
             self.send_json([r for r in self.state.received if not endpoint or r["endpoint"] == endpoint])
@@ -66,6 +68,8 @@ class AdminHandler(EmulatorHandler):
             state.faults.stream_pushing_status = int(body["stream_pushing_status"])
         if "stream_pushing_scope" in body:
             state.faults.stream_pushing_scope = str(body["stream_pushing_scope"])
+        if "parse_fail" in body:
+            state.faults.parse_fail = bool(body["parse_fail"])
         if "camouflage_errors" in body:
             state.faults.camouflage_errors = bool(body["camouflage_errors"])
         if "research_total" in body:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tornado.web
 
 from tests.kimi_emulator.admin import AdminHandler
+from tests.kimi_emulator.file_handlers import FileHandler, ParseProcessHandler, PreSignHandler, UploadHandler
 from tests.kimi_emulator.rest_handlers import (CamouflageHandler, ChatCreateHandler, ChatHandler, ChatListHandler,
                                                RefreshHandler, ResearchUsageHandler, UserHandler)
 from tests.kimi_emulator.state import EmulatorState
@@ -32,6 +33,10 @@ def make_app(state: EmulatorState | None = None) -> tornado.web.Application:
         (rf"/api/chat/{CHAT_ID}/completion/stream", CompletionStreamHandler, args),
         (rf"/api/chat/{CHAT_ID}", ChatHandler, args),
         *[(path, CamouflageHandler, args) for path in CAMOUFLAGE_PATHS],
+        (r"/api/pre-sign-url", PreSignHandler, args),
+        (r"/_upload/(.+)", UploadHandler, args),
+        (r"/api/file", FileHandler, args),
+        (r"/api/file/parse_process", ParseProcessHandler, args),
         (r"/_admin/([a-z_]+)", AdminHandler, args),
     ]
     app = tornado.web.Application(routes)

@@ -61,6 +61,7 @@ class Faults:
         self.http: dict[str, deque] = {}
         self.stream = dict(STREAM_DEFAULTS)
         self.camouflage_errors = False
+        self.parse_fail = False
         self.stream_pushing_status = 400
         self.stream_pushing_scope = "chat"   # or "user"
 
@@ -88,6 +89,8 @@ class EmulatorState:
         self.agents = {"kimi", K1_AGENT_ID, "coo6l3pkqq4ri39f36bg"}
         self.research = {"total": 20, "used": 0}
         self.received: deque = deque(maxlen=5000)
+        self.uploads: dict[str, dict] = {}   # object name -> {"file_id", "data", "content_type"}
+        self.files: dict[str, dict] = {}     # file id -> record
         self.counts: dict[str, int] = {}
         self.chats_created = 0
         self.chats_deleted = 0

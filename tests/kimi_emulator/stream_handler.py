@@ -72,6 +72,12 @@ class CompletionStreamHandler(EmulatorHandler):
         turn = sum(1 for m in chat.history if m["role"] == "user") + 1
         template = self.state.faults.stream["answer"]
         text = template.format(prompt=prompt, turn=turn) if template else answers.default_answer(prompt, turn, previous)
+        refs = [r for r in body.get("refs") or [] if isinstance(r, str)]
+        unknown = [r for r in refs if r not in self.state.files]
+        if unknown:
+            raise KimiError(400, "file.not_found", "文件不存在", unknown)
+        if refs:
+            text += " [files: " + ", ".join(self.state.files[r]["name"] for r in refs) + "]"
         chat.history.append({"role": "user", "content": prompt})
         return text
 

@@ -1,0 +1,154 @@
+"""Download a user-supplied URL without letting it reach our own network (SSRF-safe)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import tornado.httpclient
+import tornado.netutil
+import tornado.simple_httpclient
+
+log = logging.getLogger("server.fetch")
+
+# Test-only: host:port pairs treated as public (the suite's own file server on 127.0.0.1).
+TEST_ALLOW_ENV = "KIMI_BRIDGE_TESTING_FETCH_ALLOW"
+MAX_REDIRECTS = 5
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+
+
+class FetchRefused(Exception):
+    """The URL (or a redirect hop) points where we never connect."""
+
+
+class FetchFailed(Exception):
+    """The download itself failed: unreachable, an error status, too slow, or too large."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    data: bytes
+    content_type: str
+    url: str
+
+
+def public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True only for globally routable unicast addresses, after unwrapping IPv4 inside IPv6."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return public_address(ip.ipv4_mapped)
+        if ip in _NAT64:
+            return public_address(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if ip in _NAT64_LOCAL or ip.teredo is not None:
+            return False
+        if ip.sixtofour is not None:
+            return public_address(ip.sixtofour)
+    return ip.is_global and not ip.is_multicast
+
+
+class PublicOnlyResolver(tornado.netutil.Resolver):
+    """Resolves like the system, then refuses the name if any address is not public.
+
+    Checking the addresses we actually connect to (not the URL's spelling) covers decimal, octal
+    and short IPv4 forms, names that resolve to loopback, and DNS rebinding between check and use.
+    """
+
+    def initialize(self, allow: frozenset[tuple[str, int]] = frozenset()) -> None:
+        self._inner = tornado.netutil.DefaultExecutorResolver()
+        self._allow = allow
+
+    async def resolve(self, host: str, port: int, family: socket.AddressFamily = socket.AF_UNSPEC) -> list:
+        results = await self._inner.resolve(host, port, family)
+        for _family, address in results:
+            ip = ipaddress.ip_address(address[0].split("%")[0])
+            if (str(ip), port) in self._allow:
+                continue
+            if not public_address(ip):
+                raise FetchRefused(f"{host} resolves to a non-public address")
+        return results
+
+
+class SafeFetcher:
+    """GETs http(s) URLs on allowed ports to public addresses, re-checking every redirect hop."""
+
+    def __init__(self, max_bytes: int, timeout: float, allowed_ports: frozenset[int],
+                 environ: dict | None = None) -> None:
+        environ = os.environ if environ is None else environ
+        allow = frozenset(_parse_allow(environ.get(TEST_ALLOW_ENV, "")))
+        if allow:
+            log.warning("%s is set: fetching from %s is allowed (tests only)", TEST_ALLOW_ENV, sorted(allow))
+        self._allow = allow
+        self._max_bytes, self._timeout, self._ports = max_bytes, timeout, allowed_ports
+        # A private client: its own resolver, no environment proxies (the simple client ignores them).
+        self._client = tornado.simple_httpclient.SimpleAsyncHTTPClient(
+            force_instance=True, resolver=PublicOnlyResolver(allow=allow), max_body_size=max_bytes + 1)
+
+    async def fetch(self, url: str) -> Fetched:
+        for _ in range(MAX_REDIRECTS + 1):
+            self._check_url(url)
+            request = tornado.httpclient.HTTPRequest(
+                url, method="GET", follow_redirects=False, connect_timeout=min(10.0, self._timeout),
+                request_timeout=self._timeout, decompress_response=True, validate_cert=True,
+                headers={"User-Agent": "kimi-bridge/1.0 (+file fetch)", "Accept": "*/*"})
+            try:
+                response = await self._client.fetch(request, raise_error=False)
+            except FetchRefused:
+                raise
+            except (OSError, ValueError, tornado.httpclient.HTTPClientError) as exc:
+                # raise_error=False still raises when no response exists at all (a closed stream).
+                raise FetchFailed(f"could not download {_label(url)} ({type(exc).__name__})") from None
+            if isinstance(response.error, FetchRefused):
+                raise response.error
+            if response.code in (301, 302, 303, 307, 308) and response.headers.get("Location"):
+                url = urljoin(url, response.headers["Location"])
+                continue
+            if response.code == 599:
+                reason = "too large" if "too long" in str(response.error).lower() else type(response.error).__name__
+                raise FetchFailed(f"could not download {_label(url)} ({reason})")
+            if response.code != 200:
+                raise FetchFailed(f"downloading {_label(url)} answered HTTP {response.code}")
+            if len(response.body) > self._max_bytes:
+                raise FetchFailed(f"{_label(url)} is larger than {self._max_bytes} bytes")
+            content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            return Fetched(response.body, content_type, url)
+        raise FetchRefused(f"more than {MAX_REDIRECTS} redirects")
+
+    def _check_url(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise FetchRefused("only http and https URLs can be fetched")
+        if parts.username or parts.password:
+            raise FetchRefused("URLs with credentials are not fetched")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise FetchRefused("the URL's port is not a number") from None
+        host = parts.hostname
+        if port not in self._ports and not any(p == port for _h, p in self._allow):
+            raise FetchRefused(f"port {port} is not allowed (server.fetch_allowed_ports)")
+        try:
+            literal = ipaddress.ip_address(host)
+        except ValueError:
+            return   # a name: the resolver checks where it points
+        if (str(literal), port) not in self._allow and not public_address(literal):
+            raise FetchRefused("the URL points at a non-public address")
+
+
+def _parse_allow(text: str) -> set[tuple[str, int]]:
+    pairs = set()
+    for item in text.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if host and port.isdigit():
+            pairs.add((host.strip("[]"), int(port)))
+    return pairs
+
+
+def _label(url: str) -> str:
+    # Name the host, never the path or query (they may carry a signature or a token).
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or '?'}"
