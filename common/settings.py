@@ -22,6 +22,7 @@ DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType({
     "server": {
         "host": "0.0.0.0",
         "port": 6867,
+        "processes": 1,                   # server processes sharing the port; 0 means one per CPU core
         "max_body_bytes": 20_000_000,     # largest request body accepted (413 above)
         "idle_connection_timeout": 75.0,  # seconds a kept-alive client connection may sit idle
         "body_timeout": 60.0,             # seconds a client may take to send its request body
@@ -47,6 +48,7 @@ DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType({
 })
 
 ENV_PREFIX = "KIMI_BRIDGE_"
+ZERO_ALLOWED = ("server.processes", "SERVER_PROCESSES")   # 0 has a meaning there: one per CPU core
 
 
 def env_name(section: str, key: str) -> str:
@@ -102,7 +104,7 @@ def _check(value: object, default: object, field: str, source: str) -> object:
             if value != int(value):
                 raise ConfigError(source, field, "a whole number", value)
             value = int(value)
-        if value <= 0:
+        if value < 0 or (value == 0 and not field.endswith(ZERO_ALLOWED)):
             raise ConfigError(source, field, "a number above 0", value)
         if field.endswith("port") and not 1 <= value <= 65535:
             raise ConfigError(source, field, "a port from 1 to 65535", value)

@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
 import tornado.httpserver
+import tornado.netutil
 
 from common.cli import add_common_arguments, open_config
 from common.errors import ConfigError
 from common.store import ConfigStore
 from server.app import make_app
+from server.prefork import run_children
 from server.services import Services
 
 log = logging.getLogger("server")
@@ -24,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     add_common_arguments(parser)
     parser.add_argument("--host", help="listen address (default: server.host from the config)")
     parser.add_argument("--port", type=int, help="listen port (default: server.port, 6867)")
+    parser.add_argument("--processes", type=int, help="server processes (default: server.processes; 0 = one per core)")
     args = parser.parse_args(argv)
     opened = open_config("server", args)
     if opened is None:
@@ -35,23 +39,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     host = args.host or config.server["host"]
     port = args.port if args.port is not None else config.server["port"]
-    return asyncio.run(_serve(store, config, host, port))
+    processes = args.processes if args.processes is not None else int(config.server["processes"])
+    processes = processes or os.cpu_count() or 1
+    try:
+        # Bound before forking, so every process accepts on the same socket.
+        sockets = tornado.netutil.bind_sockets(port, host)
+    except OSError as exc:
+        print(f"server: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    log.info("kimi-bridge server listening on http://%s:%d with %d process(es) (%d account(s), upstream %s)",
+             host, port, processes, len(config.accounts), config.upstream["base_url"])
+    if processes == 1:
+        return asyncio.run(_serve(store, config, sockets))
+    return run_children(processes, lambda: asyncio.run(_serve(ConfigStore(store.path), config, sockets)))
 
 
-async def _serve(store: ConfigStore, config, host: str, port: int) -> int:
+async def _serve(store: ConfigStore, config, sockets: list) -> int:
     services = Services(store, config)
     server = tornado.httpserver.HTTPServer(
         make_app(services), xheaders=True,
         max_body_size=services.settings.max_body_bytes * 2 + (1 << 20),   # beyond this Tornado drops the connection
         idle_connection_timeout=float(config.server["idle_connection_timeout"]),
         body_timeout=float(config.server["body_timeout"]))
-    try:
-        server.listen(port, host)
-    except OSError as exc:
-        print(f"server: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
-        return 2
-    log.info("kimi-bridge server listening on http://%s:%d (%d account(s), upstream %s)", host, port,
-             len(config.accounts), config.upstream["base_url"])
+    server.add_sockets(sockets)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -10,6 +10,7 @@ from server.base import NotFoundHandler
 from server.chat_handler import ChatCompletionsHandler
 from server.handlers import HealthHandler, ModelsHandler
 from server.services import Services
+from server.status import StatusHandler
 from server.token_check import TokenCheckHandler
 
 
@@ -20,6 +21,7 @@ def make_app(services: Services) -> tornado.web.Application:
         (r"/health", HealthHandler, args),
         (r"/(?:v1/)?models", ModelsHandler, args),
         (r"/(?:v1/)?token/check", TokenCheckHandler, args),
+        (r"/(?:v1/)?status", StatusHandler, args),
         (r"/(?:v1/)?chat/completions(?:/([A-Za-z0-9_.:-]{1,128}))?", ChatCompletionsHandler, args),
     ]
     return tornado.web.Application(routes, default_handler_class=NotFoundHandler, default_handler_args=args,

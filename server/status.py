@@ -1,0 +1,43 @@
+"""GET /v1/status: every account's state and token expiry, and the server's version and uptime; no secrets."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+
+from common.account_state import awaiting_relogin
+from common.jwt_claims import try_decode_claims
+from common.redact import fingerprint
+from server import __version__
+from server.base import ApiHandler
+
+
+class StatusHandler(ApiHandler):
+    """Behind the API key: what an operator needs to see, fingerprints instead of tokens."""
+
+    def get(self) -> None:
+        usable = {a.name for a in self.services.pool.usable()}
+        accounts = []
+        for account in self.services.config().accounts:
+            status = account.status
+            accounts.append({
+                "name": account.name, "enabled": account.enabled, "usable": account.name in usable,
+                "state": "relogin_required" if awaiting_relogin(account) else (status.state or "unknown"),
+                "access_token": fingerprint(account.access_token) if account.access_token else None,
+                "access_token_expires_at": _expiry(account.access_token),
+                "refresh_token": fingerprint(account.refresh_token) if account.refresh_token else None,
+                "refresh_token_expires_at": _expiry(account.refresh_token),
+                "last_refresh_at": status.last_refresh_at or None,
+                "last_error": status.last_error or None,
+            })
+        self.send_json({"object": "status", "version": __version__, "pid": os.getpid(),
+                        "uptime_seconds": int(time.time() - self.services.started),
+                        "accounts": accounts})
+
+
+def _expiry(token: str) -> str | None:
+    claims = try_decode_claims(token)
+    if claims is None or claims.exp is None:
+        return None
+    return datetime.datetime.fromtimestamp(claims.exp, datetime.timezone.utc).isoformat(timespec="seconds")
