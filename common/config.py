@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from common.errors import ConfigError
-from common.jwt_claims import strip_bearer
-from common.settings import api_keys_override, resolve_section
+from common.jwt_claims import strip_bearer, try_decode_claims
+from common.settings import PROTOCOLS, api_keys_override, resolve_section
 
 LEGACY_KEYS = ("token", "auth_token", "refresh_token")
 LEGACY_ACCOUNT_NAME = "default"
@@ -41,6 +41,7 @@ class Account:
     access_token: str
     enabled: bool = True
     status: AccountStatus = field(default_factory=AccountStatus)
+    protocol: str = ""   # rest, connect, auto, or "" for upstream.protocol
 
 
 @dataclass(frozen=True)
@@ -123,22 +124,33 @@ def _parse_accounts(raw: object, source: str) -> tuple[Account, ...]:
         if not isinstance(enabled, bool):
             raise ConfigError(source, f"{where}.enabled", "true or false", enabled)
         refresh = _token(item, "refresh_token", where, source)
-        access = _token(item, "access_token", where, source)
+        access = _token(item, "access_token", where, source) or _token(item, "kimi_auth", where, source)
+        refresh, access = _sort_tokens(refresh, access)
         if not refresh and not access:
             raise ConfigError(source, f"{where}.refresh_token", "a Kimi refresh token (or an access_token)",
                               item.get("refresh_token"))
+        protocol = item.get("protocol", "")
+        if protocol not in ("", *PROTOCOLS):
+            raise ConfigError(source, f"{where}.protocol", "one of " + ", ".join(PROTOCOLS), protocol)
         status = _parse_status(item.get("status"), f"{where}.status", source)
-        accounts.append(Account(name, refresh, access, enabled, status))
+        accounts.append(Account(name, refresh, access, enabled, status, protocol))
     return tuple(accounts)
 
 
 def _parse_legacy_account(doc: dict, source: str) -> Account:
-    refresh = _token(doc, "refresh_token", "", source)
-    access = _token(doc, "auth_token", "", source)
+    refresh, access = _sort_tokens(_token(doc, "refresh_token", "", source), _token(doc, "auth_token", "", source))
     if not refresh and not access:
         raise ConfigError(source, "refresh_token", "a Kimi refresh token", doc.get("refresh_token"))
     status = _parse_status(doc.get(LEGACY_STATUS_KEY), LEGACY_STATUS_KEY, source)
     return Account(LEGACY_ACCOUNT_NAME, refresh, access, True, status)
+
+
+def _sort_tokens(refresh: str, access: str) -> tuple[str, str]:
+    """Users paste a kimi-auth (access) token where a refresh token belongs: go by the token's own `typ`."""
+    claims = try_decode_claims(refresh)
+    if claims is not None and claims.typ == "access":
+        return "", access or refresh
+    return refresh, access
 
 
 def _token(item: dict, key: str, where: str, source: str) -> str:

@@ -13,6 +13,7 @@ from common.errors import ConfigError
 DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType({
     "upstream": {
         "base_url": "https://kimi.moonshot.cn",
+        "protocol": "auto",           # rest, connect, or auto (REST with a refresh token, else Connect)
         "connect_timeout": 10.0,      # seconds to open a connection to Kimi
         "request_timeout": 300.0,     # seconds for one whole upstream call
         "idle_timeout": 60.0,         # seconds of silence tolerated inside a stream
@@ -49,6 +50,7 @@ DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType({
 
 ENV_PREFIX = "KIMI_BRIDGE_"
 ZERO_ALLOWED = ("server.processes", "SERVER_PROCESSES")   # 0 has a meaning there: one per CPU core
+PROTOCOLS = ("rest", "connect", "auto")
 
 
 def env_name(section: str, key: str) -> str:
@@ -111,6 +113,8 @@ def _check(value: object, default: object, field: str, source: str) -> object:
         return float(value) if isinstance(default, float) else value
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(source, field, "a non-empty string", value)
+    if field.lower().endswith("protocol") and value not in PROTOCOLS:
+        raise ConfigError(source, field, "one of " + ", ".join(PROTOCOLS), value)
     if field.endswith("base_url"):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:

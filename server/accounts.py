@@ -45,6 +45,14 @@ class AccountPool:
         self._turn += 1
         return candidates[self._turn % len(candidates)]
 
+    def protocol_of(self, account: Account) -> str:
+        """`rest` or `connect`: the account's own choice, else upstream.protocol; `auto` goes by the tokens."""
+        choice = account.protocol or str(self.store.current().upstream["protocol"])
+        if choice == "auto":
+            # A refresh token means the REST refresh flow (and REST chat) works; a kimi-auth token alone is Connect.
+            return "rest" if account.refresh_token else "connect"
+        return choice
+
     async def report_rejected(self, account: Account) -> None:
         """Kimi refused this access token: stop using it and ask the refresher for a new one."""
         token_fp = fingerprint(account.access_token)

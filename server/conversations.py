@@ -1,4 +1,4 @@
-"""Which Kimi chat (and which account) a conversation lives in, kept in a file beside config.json."""
+"""Which Kimi chat (and which account and protocol) a conversation lives in, in a file beside config.json."""
 
 from __future__ import annotations
 
@@ -18,8 +18,15 @@ def _validate(doc: dict) -> None:
             raise ConfigError("conversations file", key, "an object")
 
 
+def _entry(chat_id: str, account: str, protocol: str, parent_id: str | None) -> dict:
+    entry = {"chat_id": chat_id, "account": account, "protocol": protocol, "updated_at": int(time.time())}
+    if parent_id:
+        entry["parent_id"] = parent_id
+    return entry
+
+
 class Conversations:
-    """`chats`: Kimi chat id -> account (for `conversation_id`); `stateful`: caller id -> chat and account."""
+    """`chats`: Kimi chat id -> owner (for `conversation_id`); `stateful`: caller id -> chat and owner."""
 
     def __init__(self, path: str) -> None:
         self._store = ConfigStore(path, validate=_validate)
@@ -36,29 +43,26 @@ class Conversations:
         _validate(doc)
         return doc
 
-    async def owner_of(self, chat_id: str) -> str | None:
-        """The account that holds Kimi chat `chat_id`, if we made it."""
+    async def chat(self, chat_id: str) -> dict | None:
+        """{"chat_id", "account", "protocol", "parent_id"?} for a Kimi chat we made, or None."""
         entry = (await self._run(self._doc))["chats"].get(chat_id)
-        return entry.get("account") if isinstance(entry, dict) else None
+        return {**entry, "chat_id": chat_id} if isinstance(entry, dict) and "account" in entry else None
 
-    async def remember_chat(self, chat_id: str, account: str) -> None:
+    async def remember_chat(self, chat_id: str, account: str, protocol: str, parent_id: str | None) -> None:
         def change(doc: dict) -> None:
-            doc["chats"][chat_id] = {"account": account, "created_at": int(time.time())}
+            doc["chats"][chat_id] = _entry(chat_id, account, protocol, parent_id)
         await self._run(self._store.update, change)
 
     async def lookup(self, caller_id: str) -> dict | None:
-        """{"chat_id", "account"} for a caller-chosen conversation id, or None."""
+        """{"chat_id", "account", ...} for a caller-chosen conversation id, or None."""
         entry = (await self._run(self._doc))["stateful"].get(caller_id)
         return entry if isinstance(entry, dict) and "chat_id" in entry and "account" in entry else None
 
-    async def bind(self, caller_id: str, chat_id: str, account: str) -> None:
+    async def bind(self, caller_id: str, chat_id: str, account: str, protocol: str, parent_id: str | None) -> None:
         def change(doc: dict) -> None:
-            doc["stateful"][caller_id] = {"chat_id": chat_id, "account": account, "created_at": int(time.time())}
+            doc["stateful"][caller_id] = _entry(chat_id, account, protocol, parent_id)
         await self._run(self._store.update, change)
 
     async def forget(self, caller_id: str) -> dict | None:
         """Drop a caller-chosen conversation; return what it pointed at."""
         return await self._run(self._store.update, lambda doc: doc["stateful"].pop(caller_id, None))
-
-    async def forget_chat(self, chat_id: str) -> None:
-        await self._run(self._store.update, lambda doc: doc["chats"].pop(chat_id, None))

@@ -12,6 +12,7 @@ from server.accounts import AccountPool
 from server.completion_service import CompletionService
 from server.conversations import Conversations
 from server.kimi_client import KimiClient, Timeouts
+from server.rest_protocol import RestProtocol
 from server.safe_fetch import SafeFetcher
 from server.token_check import TokenCheckCache
 
@@ -46,12 +47,12 @@ class Services:
         self.fetcher = SafeFetcher(int(config.server["max_file_bytes"]), float(config.server["fetch_timeout"]),
                                    ports)
         self.max_file_bytes = int(config.server["max_file_bytes"])
-        self.parse_timeout = float(up["parse_timeout"])
         self.conversations = Conversations(os.path.join(os.path.dirname(store.path),
                                                         str(config.server["conversations_file"])))
-        self.completions = CompletionService(self.kimi, self.pool, int(config.server["max_attempts"]),
-                                             float(config.server["refresh_wait_seconds"]),
-                                             self.settings.keepalive_seconds, int(config.server["max_continuations"]))
+        rest = RestProtocol(self.kimi, self.settings.keepalive_seconds, int(config.server["max_continuations"]),
+                            float(up["parse_timeout"]))
+        self.completions = CompletionService({"rest": rest}, self.pool, int(config.server["max_attempts"]),
+                                             float(config.server["refresh_wait_seconds"]))
 
     def config(self) -> Config:
         """The current config; a broken edit keeps the last good one (hot reload)."""

@@ -1,0 +1,78 @@
+"""What every upstream protocol shares: the request for one turn, where it goes, and the answer's pieces."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from common.config import Account
+from server.attachments import Blob
+from server.models import ModelChoice
+
+
+@dataclass(frozen=True)
+class ChatTarget:
+    """Where the turn goes: a new chat (deleted afterwards unless `keep`), or an existing one."""
+
+    agent_id: str = "kimi"
+    account: str | None = None    # an existing chat belongs to this account ...
+    chat_id: str | None = None
+    parent_id: str | None = None  # ... and, over Connect, continues after this assistant message
+    protocol: str | None = None   # ... and was made over this protocol
+    keep: bool = False
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    """What to ask: the prompt text, the features, the files."""
+
+    prompt: str
+    choice: ModelChoice
+    use_search: bool = False
+    blobs: list[Blob] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One translated upstream event: kind is content, reasoning, keepalive or finish."""
+
+    kind: str
+    text: str = ""
+
+
+class Turn:
+    """One open answer from Kimi. Protocols subclass it."""
+
+    protocol = ""
+
+    def __init__(self, account: Account, chat_id: str, keep: bool) -> None:
+        self.account, self.chat_id, self.keep = account, chat_id, keep
+        self.parent_id: str | None = None   # the assistant message id, for the next turn (Connect)
+
+    def pieces(self, render_search: bool) -> AsyncIterator[Piece]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SourceLines:
+    """Search results as readable, numbered Markdown lines, the same for every protocol and mode."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._separated = False
+
+    def line(self, title: str, url: str, site: str) -> str:
+        self.count += 1
+        title = (title or url or "source").replace("]", ")").replace("[", "(")
+        site = f" ({site})" if site else ""
+        text = f"{self.count}. [{title}]({url}){site}\n" if url else f"{self.count}. {title}{site}\n"
+        return ("Sources:\n" if self.count == 1 else "") + text
+
+    def separator(self) -> str:
+        """A blank line between the sources and the first answer text ('' when there were none)."""
+        if self.count and not self._separated:
+            self._separated = True
+            return "\n"
+        return ""
