@@ -7,10 +7,15 @@ from common.jwt_claims import try_decode_claims
 from common.redact import fingerprint
 
 
+def credential(account: Account) -> str:
+    """The token that stands for the login: the refresh token, or a lone kimi-auth access token."""
+    return account.refresh_token or account.access_token
+
+
 def awaiting_relogin(account: Account) -> bool:
-    """True while the refresh token in the file is the one Kimi already refused."""
+    """True while the login token in the file is the one Kimi refused (or that ran out)."""
     return (account.status.state == STATE_RELOGIN
-            and account.status.rejected_token == fingerprint(account.refresh_token))
+            and account.status.rejected_token == fingerprint(credential(account)))
 
 
 def access_token_live(account: Account, now: float) -> bool:

@@ -42,6 +42,7 @@ DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType({
         "margin_seconds": 180.0,      # refresh when the access token has less than this left
         "retry_base_seconds": 5.0,    # first back-off after a transient failure
         "retry_max_seconds": 300.0,   # back-off ceiling
+        "expiry_warning_seconds": 172800.0,  # warn this long before a kimi-auth token (no refresh token) runs out
     },
     "store": {
         "lock_timeout": 30.0,         # seconds a writer waits for the config lock

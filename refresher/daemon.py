@@ -14,7 +14,7 @@ from enum import Enum
 
 import schedule
 
-from common.config import STATE_OK, STATE_RELOGIN, Config, set_tokens, update_status
+from common.config import STATE_OK, STATE_RELOGIN, Config, parse_config, set_tokens, update_status
 from common.errors import ConfigError
 from common.jwt_claims import try_decode_claims
 from common.redact import fingerprint
@@ -116,6 +116,10 @@ class Refresher:
                     return
                 if awaiting_relogin(account):
                     self._warn_relogin_once(account.name, account.status.rejected_token)
+                    continue
+                if account.enabled and not account.refresh_token:
+                    self._watch_access_only(account)
+                    continue
                 if self._retry_at.get(account.name, 0.0) > self.clock():
                     continue
                 if refresh_reason(account, self.clock(), float(self.config.refresher["margin_seconds"])):
@@ -136,6 +140,28 @@ class Refresher:
             self._warned.add((name, rejected))
             log.warning("account %r needs a new login: Kimi refused its refresh token %s. Paste a new "
                         "refresh_token into %s; the refresher picks it up by itself.", name, rejected, self.store.path)
+
+    def _watch_access_only(self, account) -> None:
+        """A kimi-auth token without a refresh token cannot be renewed: warn ahead, then mark it spent."""
+        claims = try_decode_claims(account.access_token)
+        if claims is None or claims.exp is None:
+            return
+        left = claims.exp - self.clock()
+        token_fp = fingerprint(account.access_token)
+        if left <= 0:
+            def mark(doc: dict) -> None:
+                current = parse_config(doc, self.store.path).account(account.name)
+                if current is not None and fingerprint(current.access_token) == token_fp:
+                    update_status(doc, account.name, state=STATE_RELOGIN, rejected_token=token_fp,
+                                  last_error="the kimi-auth token expired and has no refresh token to renew it")
+            self.store.update(mark)
+            self._warn_relogin_once(account.name, token_fp)
+        elif left <= float(self.config.refresher["expiry_warning_seconds"]) and (account.name, "soon " + token_fp) \
+                not in self._warned:
+            self._warned.add((account.name, "soon " + token_fp))
+            log.warning("account %r holds only a kimi-auth token (%s), which cannot be renewed; it expires at %s. "
+                        "Paste a new one, or a refresh_token, into %s.", account.name, token_fp,
+                        _iso(claims.exp), self.store.path)
 
     # --- one refresh ------------------------------------------------------------------------
 
@@ -228,6 +254,10 @@ class Refresher:
         for account in final.accounts:
             if not account.enabled:
                 continue
+            if not account.refresh_token and not awaiting_relogin(account):
+                self._watch_access_only(account)
+                final = self.store.load()
+                account = final.account(account.name)
             if awaiting_relogin(account):
                 log.warning("account %r needs a new login (refresh token %s was refused)",
                             account.name, account.status.rejected_token)

@@ -247,3 +247,22 @@ def test_an_unreadable_config_exits_2_naming_the_problem(tmp_path, monkeypatch, 
     err = capsys.readouterr().err.strip()
     assert err == f"refresher: cannot use the config: {path}: (file): expected a file this user may read and " \
                   "write (permission denied)"
+
+
+def test_a_kimi_auth_only_account_is_warned_about_then_marked_for_relogin(emulator, tmp_path):
+    from tests.kimi_emulator.tokens import mint_jwt
+    now = time.time()
+    soon = mint_jwt({"typ": "access", "app_id": "kimi", "sub": "u1", "iat": int(now), "exp": int(now + 3600)})
+    gone = mint_jwt({"typ": "access", "app_id": "kimi", "sub": "u2", "iat": int(now - 7200), "exp": int(now - 60)})
+    path = tmp_path / "config.json"
+    # One pasted into refresh_token by mistake: its `typ` says access, so it is read as one.
+    write_json(path, {"api_keys": ["k"], "upstream": {"base_url": emulator.url}, "refresher": FAST,
+                      "accounts": [{"name": "soon", "refresh_token": soon},
+                                   {"name": "gone", "access_token": gone}]})
+    result = _once(path)
+    assert result.returncode == 1
+    assert "holds only a kimi-auth token" in result.stderr and "needs a new login" in result.stderr
+    doc = read_json(path)
+    assert doc["accounts"][1]["status"]["state"] == "relogin_required"
+    assert "status" not in doc["accounts"][0] and doc["accounts"][0]["refresh_token"] == soon
+    assert emulator.stats()["refresh_calls"] == 0
