@@ -38,6 +38,12 @@ class ChatCompletionsHandler(ApiHandler):
         super().initialize(services)
         self._turn: Turn | None = None
         self._client_gone = False
+        self._plan_record: Hook | None = None
+
+    async def _answered(self, turn: Turn) -> None:
+        """Before the last byte goes out: a Connect conversation continues after this answer next time."""
+        if self._plan_record and turn.parent_id:
+            await self._plan_record(turn)
 
     def on_connection_close(self) -> None:
         # The caller hung up: close the upstream request at once rather than let it run on.
@@ -67,12 +73,11 @@ class ChatCompletionsHandler(ApiHandler):
             completion_id = turn.chat_id if plan.reply_with_chat_id else None
             if self._client_gone:
                 return
+            self._plan_record = plan.record
             if request.stream:
-                complete = await self._stream(turn, choice, plan.prompt, request.include_usage, completion_id)
+                await self._stream(turn, choice, plan.prompt, request.include_usage, completion_id)
             else:
-                complete = await self._whole(turn, choice, plan.prompt, completion_id)
-            if complete and plan.record and turn.parent_id:
-                await plan.record(turn)   # the next turn continues after this answer (Connect)
+                await self._whole(turn, choice, plan.prompt, completion_id)
         finally:
             services.completions.dispose(turn)
 
@@ -124,7 +129,7 @@ class ChatCompletionsHandler(ApiHandler):
         self.send_json({"id": caller_id, "object": "conversation.deleted", "deleted": True,
                         "upstream_deleted": upstream_deleted})
 
-    async def _whole(self, turn: Turn, choice: ModelChoice, prompt: str, completion_id: str | None) -> bool:
+    async def _whole(self, turn: Turn, choice: ModelChoice, prompt: str, completion_id: str | None) -> None:
         content, reasoning, finish = [], [], "stop"
         try:
             async for piece in turn.pieces(render_search=not choice.silent):
@@ -137,13 +142,12 @@ class ChatCompletionsHandler(ApiHandler):
         except UpstreamError as exc:
             raise exc.to_api_error() from None
         text, thought = "".join(content), "".join(reasoning)
+        await self._answered(turn)
         self.send_json(openai_format.completion_body(choice.requested, text, thought, finish,
                                                      usage(prompt, text, thought), completion_id))
-        return True
 
     async def _stream(self, turn: Turn, choice: ModelChoice, prompt: str, include_usage: bool,
-                      completion_id: str | None) -> bool:
-        """Stream the answer; return True when it went out whole."""
+                      completion_id: str | None) -> None:
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
@@ -161,22 +165,20 @@ class ChatCompletionsHandler(ApiHandler):
                 elif piece.kind == "keepalive":
                     await self._send(openai_format.KEEPALIVE)
                 elif piece.kind == "finish":
+                    await self._answered(turn)
                     await self._send(chunks.delta({}, finish_reason=piece.text))
             if include_usage:
                 await self._send(chunks.usage(usage(prompt, "".join(content), "".join(reasoning))))
             await self._send(openai_format.DONE)
         except tornado.iostream.StreamClosedError:
-            return False
+            return
         except UpstreamError as exc:
             if self._client_gone:
-                return False
+                return
             # Headers are out: the error goes in a frame, and no [DONE] follows a broken answer.
             log.warning("stream failed after it started: %s", exc)
             await self._send(openai_format.error_frame(exc.to_api_error().body()), swallow=True)
-            self.finish()
-            return False
         self.finish()
-        return True
 
     async def _send(self, frame: bytes, swallow: bool = False) -> None:
         self.write(frame)

@@ -75,3 +75,19 @@ class UpstreamChatGone(UpstreamRefused):
     def to_api_error(self) -> ApiError:
         return ApiError(404, "This conversation no longer exists on Kimi; start a new one.",
                         param="conversation_id", code="conversation_not_found")
+
+
+class UpstreamOverloaded(UpstreamError):
+    """Kimi said the model is overloaded (Connect block exception): try again shortly."""
+
+    def to_api_error(self) -> ApiError:
+        return ApiError(503, "Kimi's model is overloaded right now; try again shortly.", type="server_error",
+                        code="upstream_overloaded", headers={"Retry-After": "10"})
+
+
+class UpstreamPaywall(UpstreamRefused):
+    """Kimi wants a paid plan for this (resource_exhausted with a paywall)."""
+
+    def to_api_error(self) -> ApiError:
+        return ApiError(429, "Kimi requires a paid plan (or more quota) on this account for this request.",
+                        type="insufficient_quota", code="upstream_paywall")

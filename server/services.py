@@ -10,6 +10,7 @@ from common.config import Config
 from common.store import ConfigStore
 from server.accounts import AccountPool
 from server.completion_service import CompletionService
+from server.connect_protocol import ConnectProtocol
 from server.conversations import Conversations
 from server.kimi_client import KimiClient, Timeouts
 from server.rest_protocol import RestProtocol
@@ -51,7 +52,8 @@ class Services:
                                                         str(config.server["conversations_file"])))
         rest = RestProtocol(self.kimi, self.settings.keepalive_seconds, int(config.server["max_continuations"]),
                             float(up["parse_timeout"]))
-        self.completions = CompletionService({"rest": rest}, self.pool, int(config.server["max_attempts"]),
+        connect = ConnectProtocol(self.kimi, self.settings.keepalive_seconds)
+        self.completions = CompletionService({"rest": rest, "connect": connect}, self.pool, int(config.server["max_attempts"]),
                                              float(config.server["refresh_wait_seconds"]))
 
     def config(self) -> Config:

@@ -23,6 +23,7 @@ class StatusHandler(ApiHandler):
             status = account.status
             accounts.append({
                 "name": account.name, "enabled": account.enabled, "usable": account.name in usable,
+                "protocol": self.services.pool.protocol_of(account),
                 "state": "relogin_required" if awaiting_relogin(account) else (status.state or "unknown"),
                 "access_token": fingerprint(account.access_token) if account.access_token else None,
                 "access_token_expires_at": _expiry(account.access_token),

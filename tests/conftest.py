@@ -22,3 +22,12 @@ def stack(tmp_path):
     s = Stack(tmp_path)
     yield s
     s.close()
+
+
+@pytest.fixture(params=["rest", "connect"])
+def any_stack(request, tmp_path):
+    """The same stack over each of Kimi's protocols."""
+    from tests.helpers import Stack
+    s = Stack(tmp_path, protocol=request.param)
+    yield s
+    s.close()

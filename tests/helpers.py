@@ -118,8 +118,10 @@ class Stack:
 
     def __init__(self, tmp_path, accounts: int = 1, server: dict | None = None, upstream: dict | None = None,
                  refresher: bool = False, access_ttl: float = 900.0, log_level: str = "INFO",
-                 server_env: dict | None = None) -> None:
+                 server_env: dict | None = None, protocol: str = "rest") -> None:
         self.tmp_path = tmp_path
+        self.protocol = protocol
+        upstream = {"protocol": protocol, **(upstream or {})}
         self.emulator = Emulator(tmp_path, access_ttl=access_ttl)
         self.accounts = [self.emulator.new_account(f"user{i}") for i in range(accounts)]
         self.port = free_port()

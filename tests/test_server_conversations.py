@@ -15,7 +15,16 @@ def _ask(stack, text: str, path: str = "/v1/chat/completions", **extra) -> dict:
     return response.json()
 
 
-def test_conversation_id_continues_the_kimi_chat_natively(stack):
+def _sent_text(stack) -> list:
+    if stack.protocol == "rest":
+        return stack.emulator.received("completion")[-1]["body"]["messages"]
+    body = stack.emulator.received("connect_chat")[-1]["body"]
+    assert body["chat_id"] and body["message"]["parent_id"]   # continuing after the last answer
+    return [{"role": "user", "content": body["message"]["blocks"][0]["text"]["content"]}]
+
+
+def test_conversation_id_continues_the_kimi_chat_natively(any_stack):
+    stack = any_stack
     first = _ask(stack, "my name is Ada", conversation_id="none")
     chat_id = first["id"]
     assert len(chat_id) == 20 and first["choices"][0]["message"]["content"].startswith("收到 🌙 turn 1: System: sys")
@@ -24,8 +33,7 @@ def test_conversation_id_continues_the_kimi_chat_natively(stack):
     text = second["choices"][0]["message"]["content"]
     assert text.startswith("收到 🌙 turn 2: what is my name?") and "my name is Ada" in text
     # Only the new message went up; the chat was never deleted.
-    assert stack.emulator.received("completion")[-1]["body"]["messages"] == [
-        {"role": "user", "content": "what is my name?"}]
+    assert _sent_text(stack) == [{"role": "user", "content": "what is my name?"}]
     assert stack.emulator.stats()["chats_deleted"] == 0 and stack.emulator.stats()["live_chats"] == 1
     frames = stack.post({"model": "kimi", "stream": True, "conversation_id": chat_id,
                          "messages": [{"role": "user", "content": "again"}]}).content.split(b"\n\n")
@@ -38,7 +46,8 @@ def test_an_unknown_conversation_id_is_404(stack):
     assert response.status_code == 404 and response.json()["error"]["param"] == "conversation_id"
 
 
-def test_the_stateful_path_keeps_context_across_a_restart_and_delete_forgets_it(stack):
+def test_the_stateful_path_keeps_context_across_a_restart_and_delete_forgets_it(any_stack):
+    stack = any_stack
     path = "/v1/chat/completions/support-ticket-42"
     assert "turn 1" in _ask(stack, "first", path)["choices"][0]["message"]["content"]
     assert "turn 2" in _ask(stack, "second", path)["choices"][0]["message"]["content"]

@@ -12,6 +12,7 @@ import requests
 from tests.helpers import Stack, wait_until
 
 USER = [{"role": "user", "content": "tell me"}]
+CHAT = {"rest": "completion", "connect": "connect_chat"}   # the emulator endpoint that answers a turn
 
 
 def _frames(response) -> list[bytes]:
@@ -28,25 +29,27 @@ def _stream_text(frames: list[bytes]) -> str:
     return "".join(out)
 
 
-@pytest.fixture
-def fast(tmp_path):
-    """A stack with short timeouts, for stalls."""
-    s = Stack(tmp_path, upstream={"idle_timeout": 1.0}, server={"keepalive_seconds": 0.2})
+@pytest.fixture(params=["rest", "connect"])
+def fast(request, tmp_path):
+    """A stack with short timeouts, for stalls, over each protocol."""
+    s = Stack(tmp_path, upstream={"idle_timeout": 1.0}, server={"keepalive_seconds": 0.2}, protocol=request.param)
     yield s
     s.close()
 
 
-def test_upstream_5xx_is_retried_then_reported_as_502(stack):
-    stack.emulator.fault("completion", status=500)
-    stack.emulator.fault("chat_create", status=503)
+def test_upstream_5xx_is_retried_then_reported_as_502(any_stack):
+    stack = any_stack
+    stack.emulator.fault(CHAT[stack.protocol], status=500)
+    if stack.protocol == "rest":
+        stack.emulator.fault("chat_create", status=503)
     assert stack.post({"model": "kimi", "messages": USER}).json()["choices"][0]["message"]["content"]
-    stack.emulator.fault("completion", status=502, times=3)
+    stack.emulator.fault(CHAT[stack.protocol], status=502, times=3)
     response = stack.post({"model": "kimi", "messages": USER})
     assert response.status_code == 502 and response.json()["error"]["code"] == "upstream_error"
     wait_until(lambda: stack.emulator.stats()["live_chats"] == 0, 10, "every chat to be deleted")
 
 
-def test_upstream_hanging_up_without_an_answer_is_502_never_500(stack):
+def test_upstream_hanging_up_without_an_answer_is_502_never_500(stack):  # REST: it has a create call
     stack.emulator.fault("chat_create", close=True, times=3)
     response = stack.post({"model": "kimi", "messages": USER})
     assert response.status_code == 502 and response.json()["error"]["code"] == "upstream_error"
@@ -54,8 +57,9 @@ def test_upstream_hanging_up_without_an_answer_is_502_never_500(stack):
     assert stack.post({"model": "kimi", "messages": USER}).status_code == 200   # retried
 
 
-def test_an_expired_access_token_is_renewed_by_the_refresher_and_the_answer_arrives(tmp_path):
-    stack = Stack(tmp_path, refresher=True)
+@pytest.mark.parametrize("protocol", ["rest", "connect"])
+def test_an_expired_access_token_is_renewed_by_the_refresher_and_the_answer_arrives(tmp_path, protocol):
+    stack = Stack(tmp_path, refresher=True, protocol=protocol)
     try:
         stack.emulator.admin("expire_access")
         response = stack.post({"model": "kimi", "messages": USER})
@@ -80,21 +84,36 @@ def test_a_rejected_account_fails_over_to_another(tmp_path):
         stack.close()
 
 
-def test_a_cut_stream_ends_with_an_error_frame_and_no_done(stack):
-    stack.emulator.admin("stream", {"cut_after": 2})
-    frames = _frames(stack.post({"model": "kimi", "messages": USER, "stream": True}))
-    assert frames[-1] != b"data: [DONE]"
-    error = orjson.loads(frames[-1][6:])["error"]
+def _broken_stream_error(response) -> dict:
+    """A stream that broke: either it had started (a final error frame, no [DONE]), or it broke before the
+    first byte reached us and the server answered with a plain 502 envelope instead."""
+    if response.status_code != 200:
+        assert response.headers["Content-Type"].startswith("application/json")
+        return response.json()["error"]
+    frames = _frames(response)
+    assert frames[-1] != b"data: [DONE]" and b"[DONE]" not in response.content
+    return orjson.loads(frames[-1][6:])["error"]
+
+
+def test_a_cut_stream_ends_with_an_error_frame_and_no_done(any_stack):
+    stack = any_stack
+    # Paced, so the start of the answer reaches the server before the cut.
+    stack.emulator.admin("stream", {"cut_after": 2, "event_delay": 0.02})
+    response = stack.post({"model": "kimi", "messages": USER, "stream": True})
+    error = _broken_stream_error(response)
     assert error["code"] == "upstream_error" and "broke off" in error["message"]
+    assert response.status_code == 200, "the answer never started"
     response = stack.post({"model": "kimi", "messages": USER})
     assert response.status_code == 502
 
 
-def test_a_mid_stream_error_event_becomes_an_error_frame(stack):
-    stack.emulator.admin("stream", {"error_after": 1})
-    frames = _frames(stack.post({"model": "kimi", "messages": USER, "stream": True}))
-    assert b"[DONE]" not in frames[-1] and b'"error"' in frames[-1]
-    assert "runtime error" not in frames[-1].decode()   # Kimi's internal detail stays out
+def test_a_mid_stream_error_event_becomes_an_error_frame(any_stack):
+    stack = any_stack
+    stack.emulator.admin("stream", {"error_after": 1, "event_delay": 0.02})
+    response = stack.post({"model": "kimi", "messages": USER, "stream": True})
+    error = _broken_stream_error(response)
+    assert response.status_code == 200 and error["code"] == "upstream_error"
+    assert "runtime error" not in response.text   # Kimi's internal detail stays out
     assert stack.post({"model": "kimi", "messages": USER}).status_code == 502
 
 
@@ -109,7 +128,8 @@ def test_a_stall_past_the_idle_timeout_is_504_with_keepalives_meanwhile(fast):
 
 
 @pytest.mark.parametrize("answer", ["收到 🌙 turn {turn}: {prompt}", "a\ufffdb 🌙\ufffd {prompt} 完"])
-def test_bytes_split_inside_utf8_and_lines_give_the_exact_text(stack, answer):
+def test_bytes_split_inside_utf8_and_lines_give_the_exact_text(any_stack, answer):
+    stack = any_stack
     stack.emulator.admin("stream", {"split_writes": True, "chunks": 7, "answer": answer})
     expected = answer.format(turn=1, prompt="tell me")
     assert stack.post({"model": "kimi", "messages": USER}).json()["choices"][0]["message"]["content"] == expected
@@ -122,7 +142,8 @@ def test_a_stream_pushing_conflict_is_retried_on_a_new_chat(stack):
     assert stack.post({"model": "kimi", "messages": USER}).status_code == 200
 
 
-def test_a_client_that_disconnects_closes_the_upstream_request(stack):
+def test_a_client_that_disconnects_closes_the_upstream_request(any_stack):
+    stack = any_stack
     stack.emulator.admin("stream", {"stall_after": 2, "stall_seconds": 60})
     response = requests.post(stack.url + "/v1/chat/completions", stream=True, timeout=30, headers=stack.headers(),
                              data=orjson.dumps({"model": "kimi", "messages": USER, "stream": True}))
@@ -134,7 +155,8 @@ def test_a_client_that_disconnects_closes_the_upstream_request(stack):
     wait_until(lambda: stack.emulator.stats()["live_chats"] == 0, 10, "the chat to be deleted")
 
 
-def test_a_hundred_concurrent_streams_each_get_their_own_answer(stack):
+def test_a_hundred_concurrent_streams_each_get_their_own_answer(any_stack):
+    stack = any_stack
     stack.emulator.admin("stream", {"event_delay": 0.01})
 
     async def run():

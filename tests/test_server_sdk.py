@@ -18,7 +18,8 @@ def _client(stack: Stack) -> openai.OpenAI:
     return openai.OpenAI(base_url=stack.url + "/v1", api_key=Stack.API_KEY, max_retries=0)
 
 
-def test_sync_non_stream(stack):
+def test_sync_non_stream(any_stack):
+    stack = any_stack
     result = _client(stack).chat.completions.create(model="kimi", messages=[{"role": "user", "content": PROMPT}])
     assert result.choices[0].message.content == EXPECTED
     assert result.choices[0].finish_reason == "stop" and result.object == "chat.completion"
@@ -26,7 +27,8 @@ def test_sync_non_stream(stack):
     assert result.usage.total_tokens == result.usage.prompt_tokens + result.usage.completion_tokens
 
 
-def test_sync_stream_with_usage(stack):
+def test_sync_stream_with_usage(any_stack):
+    stack = any_stack
     chunks = list(_client(stack).chat.completions.create(
         model="moonshot-v1", messages=[{"role": "user", "content": PROMPT}], stream=True,
         stream_options={"include_usage": True}))
@@ -36,7 +38,8 @@ def test_sync_stream_with_usage(stack):
     assert all(c.model == "moonshot-v1" for c in chunks)
 
 
-def test_async_stream_and_non_stream(stack):
+def test_async_stream_and_non_stream(any_stack):
+    stack = any_stack
     async def run():
         client = openai.AsyncOpenAI(base_url=stack.url + "/v1", api_key=Stack.API_KEY, max_retries=0)
         whole = await client.chat.completions.create(model="kimi", messages=[{"role": "user", "content": PROMPT}])
@@ -48,7 +51,8 @@ def test_async_stream_and_non_stream(stack):
     assert asyncio.run(run()) == (EXPECTED, EXPECTED)
 
 
-def test_stream_frames_obey_every_sse_rule(stack):
+def test_stream_frames_obey_every_sse_rule(any_stack):
+    stack = any_stack
     response = stack.post({"model": "kimi", "stream": True, "stream_options": {"include_usage": True},
                            "messages": [{"role": "user", "content": PROMPT}]}, stream=True)
     assert response.headers["Content-Type"].startswith("text/event-stream")

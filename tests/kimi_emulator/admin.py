@@ -37,6 +37,12 @@ class AdminHandler(EmulatorHandler):
                 raise KimiError(400, "admin.bad", f"unknown stream switches {sorted(unknown)}")
             state.faults.stream.update(body)
             self.send_json(state.faults.stream)
+        elif action == "connect":
+            unknown = set(body) - set(state.faults.connect)
+            if unknown:
+                raise KimiError(400, "admin.bad", f"unknown connect switches {sorted(unknown)}")
+            state.faults.connect.update(body)
+            self.send_json(state.faults.connect)
         elif action == "faults":
             state.faults.add(str(body["endpoint"]), body)
             self.send_json({"ok": True})

@@ -65,7 +65,8 @@ class ChatHandler(EmulatorHandler):
             return
         user_id = self.authenticated_user()
         chat = self.state.chats.get(chat_id)
-        if chat is None or chat.user_id != user_id:
+        # Chats made over Connect are not deletable over REST (kimi-protocol.md §5, pitfall 11).
+        if chat is None or chat.user_id != user_id or chat.protocol != "rest":
             raise KimiError(404, "chat.not_found", "找不到指定的会话")
         del self.state.chats[chat_id]
         self.state.chats_deleted += 1

@@ -35,6 +35,8 @@ class Chat:
     history: list = field(default_factory=list)   # [{"role", "content"}]
     streaming: bool = False
     segments: dict = field(default_factory=dict)  # segment id -> text still owed after a `length` cap
+    protocol: str = "rest"                         # chats made over Connect cannot be deleted over REST
+    messages: list = field(default_factory=list)  # Connect message tree: {"id", "parentId", "role", "text"}
 
 
 # Stream-shape switches (kimi-protocol.md §4 item 13) and their defaults.
@@ -61,6 +63,12 @@ class Faults:
         self.http: dict[str, deque] = {}
         self.stream = dict(STREAM_DEFAULTS)
         self.camouflage_errors = False
+        # Connect faults (kimi-protocol.md §4 item 21).
+        self.connect = {"end_error": None,        # {"code", "paywall"?}: an error in the end-stream frame, after done
+                        "overloaded": False,      # block.exception REASON_COMPLETION_OVERLOADED instead of text
+                        "duplicate_frames": False,  # every frame sent twice (same eventOffset)
+                        "auth_in_stream": False,  # a bad token: 200 + end-stream unauthenticated, not HTTP 401
+                        "coalesce": False}        # several frames per TCP write
         self.parse_fail = False
         self.stream_pushing_status = 400
         self.stream_pushing_scope = "chat"   # or "user"
@@ -113,8 +121,8 @@ class EmulatorState:
         self.users[user_id] = {"id": user_id, "name": name or f"user-{user_id[:6]}", "status": "normal"}
         return {"user_id": user_id, "access_token": access, "refresh_token": refresh}
 
-    def create_chat(self, user_id: str, name: str, kimiplus_id: str) -> Chat:
-        chat = Chat(xid(), user_id, name, kimiplus_id, self.clock.now())
+    def create_chat(self, user_id: str, name: str, kimiplus_id: str, protocol: str = "rest") -> Chat:
+        chat = Chat(xid(), user_id, name, kimiplus_id, self.clock.now(), protocol=protocol)
         self.chats[chat.id] = chat
         self.chats_created += 1
         return chat

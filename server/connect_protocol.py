@@ -1,0 +1,282 @@
+"""Kimi's Connect RPC protocol as turns: framed Chat stream, op/mask events, DeleteChat (kimi-protocol.md §3)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+
+import orjson
+import tornado.httpclient
+
+from common.config import Account
+from common.connect_frames import END_STREAM, FrameError, FrameParser, encode
+from server.errors import (ApiError, UpstreamAuthRejected, UpstreamChatGone, UpstreamError, UpstreamOverloaded,
+                           UpstreamPaywall, UpstreamRefused, UpstreamStreamError, UpstreamThrottled, UpstreamTimeout)
+from server.http_stream import StreamedResponse, open_stream
+from server.kimi_client import KimiClient
+from server.turn import ChatTarget, Piece, SourceLines, Turn, TurnRequest
+
+log = logging.getLogger("server.connect")
+
+CHAT_PATH = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
+DELETE_PATH = "/apiv2/kimi.chat.v1.ChatService/DeleteChat"   # note: no "gateway" (kimi-protocol.md §3.1)
+SCENARIO = "SCENARIO_K2D5"
+
+
+class ConnectProtocol:
+    """Starts Connect turns and deletes Connect chats."""
+
+    name = "connect"
+
+    def __init__(self, kimi: KimiClient, keepalive: float) -> None:
+        self.kimi, self.keepalive = kimi, keepalive
+
+    def headers(self, access_token: str, content_type: str, referer: str = "/") -> dict:
+        return {**self.kimi.headers(access_token, referer), "Content-Type": content_type,
+                "Connect-Protocol-Version": "1"}
+
+    async def start(self, account: Account, target: ChatTarget, request: TurnRequest) -> ConnectTurn:
+        _refuse_unsupported(request)
+        body = chat_request(request, target)
+        referer = f"/chat/{target.chat_id}" if target.chat_id else "/?chat_enter_method=new_chat"
+        try:
+            response = await open_stream(self.kimi.base_url + CHAT_PATH, "POST",
+                                         self.headers(account.access_token, "application/connect+json", referer),
+                                         encode(body), self.kimi.timeouts.connect, self.kimi.timeouts.idle)
+        except asyncio.TimeoutError:
+            raise UpstreamTimeout("no answer to the Chat request") from None
+        except OSError as exc:
+            raise UpstreamError(f"cannot reach Kimi ({type(exc).__name__})") from None
+        if response.status != 200 or "application/connect+json" not in response.headers.get("Content-Type", ""):
+            try:
+                raw = await response.read_all(self.kimi.timeouts.idle)
+            except (asyncio.TimeoutError, ConnectionError):
+                raw = b""
+            finally:
+                response.close()
+            raise unary_error(response.status, raw, "Chat")
+        turn = ConnectTurn(account, target, response, self.keepalive, self.kimi.timeouts.idle)
+        try:
+            # The chat id comes first: wait for it, so a fresh chat is known (and deletable) from the start.
+            await turn.read_until_chat()
+        except BaseException:
+            turn.close()
+            raise
+        return turn
+
+    async def delete_chat(self, account: Account, chat_id: str) -> None:
+        request = tornado.httpclient.HTTPRequest(
+            self.kimi.base_url + DELETE_PATH, method="POST", body=orjson.dumps({"chat_id": chat_id}),
+            headers=self.headers(account.access_token, "application/json"),
+            connect_timeout=self.kimi.timeouts.connect, request_timeout=self.kimi.timeouts.request)
+        try:
+            response = await self.kimi.http.fetch(request, raise_error=False)
+        except (OSError, tornado.httpclient.HTTPClientError) as exc:
+            raise UpstreamError(f"DeleteChat failed ({type(exc).__name__})") from None
+        if response.code != 200:
+            raise unary_error(response.code, response.body or b"", "DeleteChat")
+
+    async def delete_chat_quietly(self, account: Account, chat_id: str) -> None:
+        try:
+            await self.delete_chat(account, chat_id)
+        except UpstreamError as exc:
+            log.info("could not delete chat %s of account %r: %s", chat_id, account.name, exc)
+
+
+def _refuse_unsupported(request: TurnRequest) -> None:
+    choice, missing = request.choice, []
+    if choice.research:
+        missing.append("research mode")
+    if choice.math:
+        missing.append("math mode")
+    if choice.agent_id != "kimi":
+        missing.append("kimi+ agents")
+    if request.blobs:
+        missing.append("images and files")
+    if missing:
+        raise ApiError(400, f"{', '.join(missing).capitalize()} are served over Kimi's REST protocol only; this "
+                       "account uses Connect. Give it a refresh token, or set its \"protocol\" to \"rest\".",
+                       param="model", code="unsupported_over_connect")
+
+
+def chat_request(request: TurnRequest, target: ChatTarget) -> dict:
+    """The Chat RPC's message. Continuation ids are omitted, not sent empty (kimi-protocol.md §3.4)."""
+    message = {"role": "user", "blocks": [{"message_id": "", "text": {"content": request.prompt}}],
+               "scenario": SCENARIO}
+    body = {"scenario": SCENARIO, "tools": [], "message": message,
+            "options": {"thinking": request.choice.thinking}}
+    if request.choice.search or request.use_search:
+        body["tools"] = [{"type": "TOOL_TYPE_SEARCH", "search": {}}]
+    if target.chat_id:
+        body["chat_id"] = target.chat_id
+        if target.parent_id:
+            message["parent_id"] = target.parent_id
+    return body
+
+
+class ConnectTurn(Turn):
+    """A Chat stream read frame by frame: text to content, think to reasoning, errors even after done."""
+
+    protocol = "connect"
+
+    def __init__(self, account: Account, target: ChatTarget, response: StreamedResponse, keepalive: float,
+                 idle: float) -> None:
+        super().__init__(account, target.chat_id or "", target.keep)
+        self._response, self._keepalive, self._idle = response, keepalive, idle
+        self._parser = FrameParser()
+        self._early: list[tuple[int, dict]] = []
+        self._seen: set[bytes] = set()
+        self._frames = self._read_frames()
+
+    def close(self) -> None:
+        self._response.close()
+
+    async def read_until_chat(self) -> None:
+        async for item in self._frames:
+            if item is None:
+                continue
+            self._early.append(item)
+            flags, message = item
+            if flags & END_STREAM:
+                _raise_end_stream(message)
+                raise UpstreamStreamError("Kimi ended the Chat stream before it began")
+            if isinstance(message.get("error"), dict):
+                raise connect_error(message["error"])
+            chat = message.get("chat")
+            if isinstance(chat, dict) and isinstance(chat.get("id"), str) and chat["id"]:
+                self.chat_id = self.chat_id or chat["id"]
+                return
+        raise UpstreamError("Kimi's Chat stream ended before naming the chat")
+
+    async def _read_frames(self) -> AsyncIterator[tuple[int, dict] | None]:
+        silent = 0.0
+        while True:
+            wait = min(self._keepalive, self._idle - silent)
+            try:
+                chunk = await self._response.next_chunk(wait)
+            except asyncio.TimeoutError:
+                silent += wait
+                if silent >= self._idle:
+                    raise UpstreamTimeout(f"Kimi went silent for {self._idle:g}s mid-answer") from None
+                yield None
+                continue
+            except ConnectionError:
+                raise UpstreamError("Kimi's stream broke off before the answer was complete") from None
+            silent = 0.0
+            if chunk is None:
+                raise UpstreamError("Kimi's Chat stream ended without its end-of-stream frame")
+            try:
+                frames = self._parser.feed(chunk)
+            except FrameError as exc:
+                raise UpstreamStreamError(f"Kimi sent a bad Connect frame: {exc}") from None
+            for flags, message in frames:
+                # Some streams repeat frames verbatim (same eventOffset): count each once.
+                key = hashlib.blake2b(orjson.dumps([flags, message], option=orjson.OPT_SORT_KEYS),
+                                      digest_size=16).digest()
+                if key in self._seen:
+                    continue
+                self._seen.add(key)
+                yield flags, message
+
+    async def _all_frames(self) -> AsyncIterator[tuple[int, dict] | None]:
+        early, self._early = self._early, []
+        for item in early:
+            yield item
+        async for item in self._frames:
+            yield item
+
+    async def pieces(self, render_search: bool) -> AsyncIterator[Piece]:
+        produced, sources = False, SourceLines()
+        async for item in self._all_frames():
+            if item is None:
+                yield Piece("keepalive")
+                continue
+            flags, message = item
+            if flags & END_STREAM:
+                _raise_end_stream(message)
+                if not produced:
+                    raise UpstreamStreamError("Kimi returned an empty answer")
+                yield Piece("finish", "stop")
+                return
+            if isinstance(message.get("error"), dict):
+                raise connect_error(message["error"])
+            assistant = message.get("message")
+            if isinstance(assistant, dict) and assistant.get("role") == "assistant" and assistant.get("id"):
+                self.parent_id = assistant["id"]
+            block = message.get("block")
+            if not isinstance(block, dict):
+                continue
+            masks = set(str(message.get("mask") or "").split(","))
+            text = (block.get("text") or {}).get("content") if isinstance(block.get("text"), dict) else None
+            think = (block.get("think") or {}).get("content") if isinstance(block.get("think"), dict) else None
+            if masks & {"block.text", "block.text.content"} and isinstance(text, str) and text:
+                if gap := sources.separator():
+                    yield Piece("content", gap)
+                produced = True
+                yield Piece("content", text)
+            elif masks & {"block.think", "block.think.content"} and isinstance(think, str) and think:
+                produced = True
+                yield Piece("reasoning", think)
+            elif isinstance(block.get("exception"), dict):
+                raise _block_exception(block["exception"])
+            elif "block.tool.contents" in masks and render_search and isinstance(block.get("tool"), dict):
+                for content in block["tool"].get("contents") or []:
+                    base = ((content or {}).get("searchResult") or {}).get("base") if isinstance(content, dict) else None
+                    if isinstance(base, dict):
+                        yield Piece("content", sources.line(str(base.get("title") or ""), str(base.get("url") or ""),
+                                                            str(base.get("siteName") or "")))
+        raise UpstreamError("Kimi's Chat stream ended without its end-of-stream frame")
+
+
+def _raise_end_stream(message: dict) -> None:
+    if isinstance(message.get("error"), dict):
+        raise connect_error(message["error"])
+
+
+def _block_exception(exception: dict) -> UpstreamError:
+    error = exception.get("error") if isinstance(exception.get("error"), dict) else exception
+    reason = str(error.get("reason") or "")
+    if "OVERLOADED" in reason:
+        return UpstreamOverloaded(reason)
+    return UpstreamStreamError(f"Kimi stopped the answer ({reason or 'block exception'})")
+
+
+def connect_error(error: dict, http_status: int = 200) -> UpstreamError:
+    """Map a Connect error (`code`, `details[].debug.paywall`) onto our upstream errors."""
+    code = str(error.get("code") or "unknown")
+    label = f"Connect {code}" + (f" (HTTP {http_status})" if http_status != 200 else "")
+    details = error.get("details") if isinstance(error.get("details"), list) else []
+    paywall = any(isinstance(d, dict) and isinstance(d.get("debug"), dict) and d["debug"].get("paywall")
+                  for d in details)
+    if code == "unauthenticated":
+        return UpstreamAuthRejected(label)
+    if code == "resource_exhausted":
+        return UpstreamPaywall(label) if paywall else UpstreamThrottled(label, 30)
+    if code.upper() == "MODEL_RATE_LIMIT":
+        return UpstreamThrottled(label, 30)
+    if code == "not_found":
+        return UpstreamChatGone(label)
+    if code in ("permission_denied", "invalid_argument", "failed_precondition", "unimplemented"):
+        return UpstreamRefused(label)
+    if code == "deadline_exceeded":
+        return UpstreamTimeout(label)
+    return UpstreamError(label)   # unavailable, internal, unknown: worth another attempt
+
+
+def unary_error(status: int, raw: bytes, what: str) -> UpstreamError:
+    """A non-200 Connect answer: `{"code", "message"}` when Kimi sent one, else by status."""
+    try:
+        data = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("code"), str):
+        return connect_error(data, status)
+    if status in (401, 403):
+        return UpstreamAuthRejected(f"{what}: HTTP {status}")
+    if status == 429:
+        return UpstreamThrottled(f"{what}: HTTP 429", 30)
+    if status >= 500:
+        return UpstreamError(f"{what}: HTTP {status}")
+    return UpstreamRefused(f"{what}: HTTP {status}")
