@@ -9,6 +9,7 @@ import tornado.web
 from server.base import NotFoundHandler
 from server.chat_handler import ChatCompletionsHandler
 from server.handlers import HealthHandler, ModelsHandler
+from server.openapi import OpenApiHandler
 from server.services import Services
 from server.status import StatusHandler
 from server.token_check import TokenCheckHandler
@@ -19,6 +20,7 @@ def make_app(services: Services) -> tornado.web.Application:
     args = {"services": services}
     routes = [
         (r"/health", HealthHandler, args),
+        (r"/openapi\.json", OpenApiHandler, args),
         (r"/(?:v1/)?models", ModelsHandler, args),
         (r"/(?:v1/)?token/check", TokenCheckHandler, args),
         (r"/(?:v1/)?status", StatusHandler, args),

@@ -107,10 +107,19 @@ class ApiHandler(tornado.web.RequestHandler):
         else:
             error = ApiError(500, "Internal server error.", type="server_error", code="internal_error")
         self.set_status(error.status)
+        if error.status == 405:
+            # RFC 9110: a 405 names the methods that do work here.
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         for name, value in error.headers.items():
             self.set_header(name, value)
         self.set_header("Content-Type", "application/json")
         self.finish(orjson.dumps(error.body()))
+
+    def allowed_methods(self) -> list[str]:
+        """The methods this handler implements (Tornado's defaults answer 405)."""
+        base = tornado.web.RequestHandler
+        return [m for m in ("GET", "POST", "DELETE") if getattr(type(self), m.lower()) is not getattr(base, m.lower())
+                ] + ["OPTIONS"]
 
     def _handle_request_exception(self, e: BaseException) -> None:
         if isinstance(e, ApiError):

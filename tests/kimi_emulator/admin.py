@@ -6,7 +6,7 @@ from tests.kimi_emulator.base import EmulatorHandler, KimiError
 from tests.kimi_emulator.state import STREAM_DEFAULTS
 
 SETTINGS = {"access_ttl", "rotation", "stream_pushing_status", "stream_pushing_scope", "camouflage_errors",
-            "research_total", "research_used", "agents", "parse_fail"}
+            "research_total", "research_used", "agents", "parse_fail", "latency", "chaos_rate", "chaos_seed"}
 
 
 class AdminHandler(EmulatorHandler):
@@ -74,6 +74,12 @@ class AdminHandler(EmulatorHandler):
             state.faults.stream_pushing_status = int(body["stream_pushing_status"])
         if "stream_pushing_scope" in body:
             state.faults.stream_pushing_scope = str(body["stream_pushing_scope"])
+        if "latency" in body:
+            state.faults.latency = float(body["latency"])
+        if "chaos_rate" in body:
+            state.faults.chaos_rate = float(body["chaos_rate"])
+        if "chaos_seed" in body:
+            state.faults.chaos.seed(int(body["chaos_seed"]))
         if "parse_fail" in body:
             state.faults.parse_fail = bool(body["parse_fail"])
         if "camouflage_errors" in body:

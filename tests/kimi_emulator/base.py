@@ -66,6 +66,8 @@ class EmulatorHandler(tornado.web.RequestHandler):
         {"stall": seconds} (then drop the connection, or carry on normally with "proceed": true).
         """
         self.state.record(self.endpoint, self.request.method, self.request.path, body)
+        if self.state.faults.latency:
+            await asyncio.sleep(self.state.faults.latency)
         fault = self.state.faults.take(self.endpoint)
         if fault is None:
             return True

@@ -59,6 +59,7 @@ class ConnectChatHandler(EmulatorHandler):
     def prepare(self) -> None:
         self._closed = asyncio.Event()
         self._offset = 0
+        self._switches = self.state.faults.stream_switches()
 
     def on_connection_close(self) -> None:
         self._closed.set()
@@ -66,6 +67,8 @@ class ConnectChatHandler(EmulatorHandler):
     async def post(self) -> None:
         request = _unframe(self.request.body)
         self.state.record(self.endpoint, "POST", self.request.path, request if isinstance(request, dict) else None)
+        if self.state.faults.latency:
+            await asyncio.sleep(self.state.faults.latency)
         fault = self.state.faults.take(self.endpoint)
         if fault and fault.get("status"):
             self.send_json(fault.get("body", {"code": "unavailable", "message": "injected"}), int(fault["status"]))
@@ -98,7 +101,7 @@ class ConnectChatHandler(EmulatorHandler):
             self.state.open_streams -= 1
 
     async def _chat(self, user_id: str, request: dict) -> None:
-        switches, connect = self.state.faults.stream, self.state.faults.connect
+        switches, connect = self._switches, self.state.faults.connect
         message = request.get("message") if isinstance(request.get("message"), dict) else {}
         blocks = message.get("blocks") if isinstance(message.get("blocks"), list) else []
         prompt = "".join(str((b.get("text") or {}).get("content", "")) for b in blocks if isinstance(b, dict))
@@ -184,7 +187,7 @@ class ConnectChatHandler(EmulatorHandler):
         await self._write(data)
 
     async def _write(self, data: bytes) -> None:
-        switches = self.state.faults.stream
+        switches = self._switches
         if switches["event_delay"]:
             await self._pause(switches["event_delay"])
         if switches["split_writes"]:

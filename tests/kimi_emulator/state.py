@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from collections import deque
@@ -70,6 +71,9 @@ class Faults:
                         "auth_in_stream": False,  # a bad token: 200 + end-stream unauthenticated, not HTTP 401
                         "coalesce": False}        # several frames per TCP write
         self.parse_fail = False
+        self.latency = 0.0          # seconds added before every answer (a far-away Kimi)
+        self.chaos_rate = 0.0       # share of turns that get a random fault
+        self.chaos = random.Random(0)
         self.stream_pushing_status = 400
         self.stream_pushing_scope = "chat"   # or "user"
 
@@ -80,9 +84,22 @@ class Faults:
             queue.append(spec)
 
     def take(self, endpoint: str) -> dict | None:
-        """The next queued fault for `endpoint`, if any."""
+        """The next queued fault for `endpoint`, if any (or a random one in chaos mode)."""
         queue = self.http.get(endpoint)
-        return queue.popleft() if queue else None
+        if queue:
+            return queue.popleft()
+        if self.chaos_rate and endpoint in ("chat_create", "completion", "connect_chat") \
+                and self.chaos.random() < self.chaos_rate / 4:
+            return {"status": self.chaos.choice((500, 502, 503))}
+        return None
+
+    def stream_switches(self) -> dict:
+        """The stream switches for one answer: the configured ones, or a random fault in chaos mode."""
+        if not self.chaos_rate or self.chaos.random() >= self.chaos_rate:
+            return self.stream
+        fault = self.chaos.choice(("cut_after", "error_after", "stall_after", "split_writes", "event_delay"))
+        value = {"split_writes": True, "event_delay": 0.01}.get(fault, self.chaos.randrange(0, 3))
+        return {**self.stream, fault: value, "stall_seconds": 30.0}
 
 
 class EmulatorState:

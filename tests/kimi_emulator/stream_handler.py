@@ -82,7 +82,7 @@ class CompletionStreamHandler(EmulatorHandler):
         return text
 
     async def _stream(self, chat: Chat, body: dict, text: str) -> None:
-        switches = self.state.faults.stream
+        switches = self._switches = self.state.faults.stream_switches()
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.request.connection.stream.set_nodelay(True)
@@ -122,11 +122,11 @@ class CompletionStreamHandler(EmulatorHandler):
     async def _send(self, event: dict) -> None:
         if self._closed.is_set():
             raise _ClientGone()
-        delay = self.state.faults.stream["event_delay"]
+        delay = self._switches["event_delay"]
         if delay:
             await self._pause(delay)
         data = answers.frame(event)
-        pieces = answers.split_frame(data) if self.state.faults.stream["split_writes"] else [data]
+        pieces = answers.split_frame(data) if self._switches["split_writes"] else [data]
         for piece in pieces:
             self.write(piece)
             await self.flush()
