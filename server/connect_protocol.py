@@ -44,7 +44,8 @@ class ConnectProtocol:
         try:
             response = await open_stream(self.kimi.base_url + CHAT_PATH, "POST",
                                          self.headers(account.access_token, "application/connect+json", referer),
-                                         encode(body), self.kimi.timeouts.connect, self.kimi.timeouts.idle)
+                                         encode(body), self.kimi.timeouts.connect, self.kimi.timeouts.idle,
+                                         self.kimi.resolver)
         except asyncio.TimeoutError:
             raise UpstreamTimeout("no answer to the Chat request") from None
         except OSError as exc:

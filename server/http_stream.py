@@ -7,6 +7,7 @@ import ssl
 from urllib.parse import urlsplit
 
 import tornado.httputil
+import tornado.netutil
 from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
 from tornado.iostream import StreamClosedError
 from tornado.tcpclient import TCPClient
@@ -49,7 +50,12 @@ class StreamedResponse(tornado.httputil.HTTPMessageDelegate):
 
     async def next_chunk(self, timeout: float) -> bytes | None:
         """The next body bytes; None at the end; raise TimeoutError after `timeout` s of silence."""
-        item = await asyncio.wait_for(self._chunks.get(), timeout)
+        if not self._chunks.empty():
+            item = self._chunks.get_nowait()
+        else:
+            # asyncio.timeout, not wait_for: no extra task per chunk on the hot path.
+            async with asyncio.timeout(timeout):
+                item = await self._chunks.get()
         if item is _END:
             return None
         if isinstance(item, Exception):
@@ -75,14 +81,14 @@ class StreamedResponse(tornado.httputil.HTTPMessageDelegate):
 
 
 async def open_stream(url: str, method: str, headers: dict, body: bytes, connect_timeout: float,
-                      header_timeout: float) -> StreamedResponse:
+                      header_timeout: float, resolver: tornado.netutil.Resolver | None = None) -> StreamedResponse:
     """Send the request and return once the response headers are in; the body follows."""
     parts = urlsplit(url)
     https = parts.scheme == "https"
     port = parts.port or (443 if https else 80)
     ssl_options = ssl.create_default_context() if https else None
-    stream = await TCPClient().connect(parts.hostname, port, ssl_options=ssl_options, timeout=connect_timeout,
-                                       max_buffer_size=64 << 20)
+    stream = await TCPClient(resolver=resolver).connect(parts.hostname, port, ssl_options=ssl_options,
+                                                        timeout=connect_timeout, max_buffer_size=64 << 20)
     stream.set_nodelay(True)
     response = StreamedResponse()
     response._stream = stream

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import orjson
 import tornado.httpclient
+import tornado.simple_httpclient
 from tornado.simple_httpclient import HTTPTimeoutError
 
 from common.kimi_headers import kimi_headers
@@ -17,6 +18,7 @@ from common.kimi_sse import SseParser
 from server.errors import (UpstreamAuthRejected, UpstreamChatGone, UpstreamError, UpstreamRefused, UpstreamThrottled,
                            UpstreamTimeout)
 from server.http_stream import StreamedResponse, open_stream
+from server.resolver import CachingResolver
 
 log = logging.getLogger("server.kimi")
 
@@ -38,7 +40,9 @@ class KimiClient:
     def __init__(self, base_url: str, timeouts: Timeouts, max_clients: int = 1000) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeouts = timeouts
-        self.http = tornado.httpclient.AsyncHTTPClient(max_clients=max_clients)
+        self.resolver = CachingResolver()
+        self.http = tornado.simple_httpclient.SimpleAsyncHTTPClient(force_instance=True, max_clients=max_clients,
+                                                                      resolver=self.resolver)
 
     def headers(self, access_token: str, referer: str = "/") -> dict:
         return {**kimi_headers(self.base_url, access_token, referer), "Content-Type": "application/json"}
@@ -90,7 +94,7 @@ class KimiClient:
         headers = self.headers(access_token, referer=f"/chat/{chat_id}")
         try:
             response = await open_stream(url, "POST", headers, orjson.dumps(body), self.timeouts.connect,
-                                         self.timeouts.idle)
+                                         self.timeouts.idle, self.resolver)
         except asyncio.TimeoutError:
             raise UpstreamTimeout("no answer to the completion request") from None
         except OSError as exc:

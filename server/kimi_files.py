@@ -67,7 +67,7 @@ async def _wait_parsed(kimi: KimiClient, access_token: str, record: dict, name: 
     deadline = time.monotonic() + timeout
     response = await open_stream(kimi.base_url + "/api/file/parse_process", "POST",
                                  kimi.headers(access_token), orjson.dumps({"ids": [file_id]}), kimi.timeouts.connect,
-                                 timeout)
+                                 timeout, kimi.resolver)
     parser = SseParser()
     try:
         if response.status != 200:

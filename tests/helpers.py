@@ -120,6 +120,7 @@ class Stack:
                  refresher: bool = False, access_ttl: float = 900.0, log_level: str = "INFO",
                  server_env: dict | None = None, protocol: str = "rest") -> None:
         self.tmp_path = tmp_path
+        tmp_path.mkdir(parents=True, exist_ok=True)
         self.protocol = protocol
         upstream = {"protocol": protocol, **(upstream or {})}
         self.emulator = Emulator(tmp_path, access_ttl=access_ttl)

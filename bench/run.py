@@ -1,0 +1,255 @@
+"""make bench: kimi-bridge against the direct-upstream baseline, measured in the same run.
+
+python -m bench.run [--only NAME ...] [--json PATH]
+Each benchmark prints a Markdown table; --json keeps the raw figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+import requests
+
+from bench import loadgen
+from tests.helpers import Stack, child_env, read_json, spawn, stop, wait_until, write_json
+
+KEY = {"Authorization": f"Bearer {Stack.API_KEY}"}
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    mem = next(int(line.split()[1]) // 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    return f"{os.cpu_count()} cores ({cpu}), {mem} MiB RAM, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def _summary(results: list, wall: float) -> dict:
+    ok = [r for r in results if r.complete and not r.error]
+    totals = [r.total * 1000 for r in ok]
+    firsts = [r.first_token * 1000 for r in ok if r.first_token is not None]
+    return {"requests": len(results), "errors": len(results) - len(ok), "throughput": len(ok) / wall,
+            "p50_ms": loadgen.percentile(totals, 50), "p99_ms": loadgen.percentile(totals, 99),
+            "ttft_p50_ms": loadgen.percentile(firsts, 50), "ttft_p99_ms": loadgen.percentile(firsts, 99)}
+
+
+async def _timed(coro) -> tuple[list, float]:
+    start = time.perf_counter()
+    results = await coro
+    return results, time.perf_counter() - start
+
+
+def through_server(stack: Stack, concurrency: int, count: int, stream: bool = True) -> dict:
+    def make(i: int):
+        body = orjson.dumps({"model": "kimi", "stream": stream, "messages": [{"role": "user", "content": f"b{i}"}]})
+        return loadgen.request("127.0.0.1", stack.port, "/v1/chat/completions", body, KEY, dialect="openai",
+                               timeout=120)
+    results, wall = asyncio.run(_timed(loadgen.run(make, concurrency, count=count)))
+    return _summary(results, wall)
+
+
+def direct(stack: Stack, concurrency: int, count: int) -> dict:
+    """The baseline: the same load sent straight to the emulator's completion endpoint (one chat per worker)."""
+    access = stack.accounts[0]["access_token"]
+    auth = {"Authorization": f"Bearer {access}"}
+    chats = [requests.post(stack.emulator.url + "/api/chat", json={"name": "bench"}, headers=auth, timeout=10).json()["id"]
+             for _ in range(concurrency)]
+    port = stack.emulator.port
+
+    async def go():
+        pool: asyncio.Queue = asyncio.Queue()
+        for chat in chats:
+            pool.put_nowait(chat)
+
+        async def make(i: int):
+            chat = await pool.get()
+            try:
+                body = orjson.dumps({"messages": [{"role": "user", "content": f"b{i}"}], "kimiplus_id": "kimi"})
+                return await loadgen.request("127.0.0.1", port, f"/api/chat/{chat}/completion/stream", body, auth,
+                                             dialect="kimi", timeout=120)
+            finally:
+                pool.put_nowait(chat)
+        return await _timed(loadgen.run(make, concurrency, count=count))
+    results, wall = asyncio.run(go())
+    return _summary(results, wall)
+
+
+def _row(name: str, base: dict, ours: dict) -> str:
+    return (f"| {name} | {base['throughput']:.1f} | {ours['throughput']:.1f} | **{ours['throughput'] / base['throughput']:.2f}x** "
+            f"| {base['p50_ms']:.1f} / {base['p99_ms']:.1f} | {ours['p50_ms']:.1f} / {ours['p99_ms']:.1f} "
+            f"| {ours['p50_ms'] - base['p50_ms']:+.1f} | {base['errors']}/{ours['errors']} |")
+
+
+HEADER = ("| load | direct req/s | kimi-bridge req/s | ratio | direct p50 / p99 ms | kimi-bridge p50 / p99 ms "
+          "| p50 added ms | errors (direct/bridge) |\n|---|---|---|---|---|---|---|---|")
+
+
+def bench_streaming(tmp: Path, report: dict) -> str:
+    stack = Stack(tmp / "streaming")
+    try:
+        stack.emulator.admin("stream", {"chunks": 20, "event_delay": 0.01})
+        rows = []
+        for concurrency, count in ((1, 40), (50, 500), (200, 1200)):
+            base, ours = direct(stack, concurrency, count), through_server(stack, concurrency, count)
+            report[f"streaming_c{concurrency}"] = {"direct": base, "bridge": ours}
+            rows.append(_row(f"c={concurrency}, {count} streams", base, ours))
+        return "\n".join([HEADER, *rows])
+    finally:
+        stack.close()
+
+
+def bench_overhead(tmp: Path, report: dict, processes: int = 1, label: str = "overhead") -> str:
+    stack = Stack(tmp / f"{label}-{processes}", server={"processes": processes})
+    try:
+        stack.emulator.admin("stream", {"chunks": 4, "event_delay": 0})
+        through_server(stack, 50, 300)   # warm up
+        base, ours = direct(stack, 50, 2000), through_server(stack, 50, 2000)
+        report[f"{label}_p{processes}"] = {"direct": base, "bridge": ours}
+        return _row(f"c=50, 2000 streams, {processes} server process(es)", base, ours)
+    finally:
+        stack.close()
+
+
+def bench_first_token(tmp: Path, report: dict) -> str:
+    rows = ["| protocol | upstream calls before the first token | direct TTFT p50 ms | kimi-bridge TTFT p50 / p99 ms "
+            "| target (calls x 50 ms + 10 ms) |", "|---|---|---|---|---|"]
+    for protocol, calls in (("rest", 2), ("connect", 1)):
+        stack = Stack(tmp / f"ttft-{protocol}", protocol=protocol)
+        try:
+            stack.emulator.admin("stream", {"chunks": 4, "event_delay": 0})
+            stack.emulator.admin("settings", {"latency": 0.05})
+            base = direct(stack, 1, 20) if protocol == "rest" else None
+            ours = through_server(stack, 1, 20)
+            report[f"ttft_{protocol}"] = {"direct": base, "bridge": ours}
+            direct_text = f"{base['ttft_p50_ms']:.1f}" if base else "(same emulator)"
+            rows.append(f"| {protocol} | {calls} | {direct_text} | {ours['ttft_p50_ms']:.1f} / {ours['ttft_p99_ms']:.1f} "
+                        f"| {calls * 50 + 10} |")
+        finally:
+            stack.close()
+    return "\n".join(rows)
+
+
+def _rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def bench_memory(tmp: Path, report: dict, streams: int = 1000) -> str:
+    stack = Stack(tmp / "memory", upstream={"idle_timeout": 600}, server={"keepalive_seconds": 300})
+    try:
+        stack.emulator.admin("stream", {"chunks": 4, "stall_after": 1, "stall_seconds": 600})
+        through_server(stack, 10, 50)   # warm up
+        idle = _rss_kb(stack.server.pid)
+
+        async def hold():
+            def make(i: int):
+                body = orjson.dumps({"model": "kimi", "stream": True, "messages": [{"role": "user", "content": f"m{i}"}]})
+                return loadgen.request("127.0.0.1", stack.port, "/v1/chat/completions", body, KEY, dialect="openai",
+                                       timeout=600)
+            tasks = [asyncio.ensure_future(make(i)) for i in range(streams)]
+            deadline = time.monotonic() + 300
+            while stack.emulator.stats()["open_streams"] < streams and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+            opened = stack.emulator.stats()["open_streams"]
+            loaded = _rss_kb(stack.server.pid)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return opened, loaded
+        opened, loaded = asyncio.run(hold())
+        per_stream = (loaded - idle) / max(opened, 1)
+        report["memory"] = {"streams": opened, "idle_rss_kb": idle, "loaded_rss_kb": loaded, "kb_per_stream": per_stream}
+        return (f"| open streams | server RSS idle | server RSS with the streams open | per stream | target |\n"
+                f"|---|---|---|---|---|\n| {opened} | {idle / 1024:.1f} MiB | {loaded / 1024:.1f} MiB "
+                f"| **{per_stream:.1f} KB** | <= 100 KB |")
+    finally:
+        stack.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_refresher(tmp: Path, report: dict) -> str:
+    from tests.helpers import Emulator
+    rows = ["| measure | figure |", "|---|---|"]
+    emulator = Emulator(tmp, access_ttl=900)
+    try:
+        path = tmp / "refresher-idle.json"
+        write_json(path, {"api_keys": ["k"], "upstream": {"base_url": emulator.url},
+                          "accounts": [{"name": f"a{i}", **{k: v for k, v in emulator.new_account().items()
+                                                             if k != "user_id"}} for i in range(5)]})
+        proc = spawn("refresher", "--config", str(path), env=child_env())
+        time.sleep(3)   # a benchmark's settle time, not a race
+        before, t0 = _cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(30)
+        used, elapsed = _cpu_seconds(proc.pid) - before, time.monotonic() - t0
+        stop(proc)
+        report["refresher_idle_cpu_percent"] = 100 * used / elapsed
+        rows.append(f"| idle CPU, 5 accounts none due, default 5 s tick, 30 s | **{100 * used / elapsed:.3f} %** |")
+    finally:
+        emulator.close()
+    for tick in (5.0, 1.0):
+        emulator = Emulator(tmp, access_ttl=20)
+        try:
+            path = tmp / f"refresher-lag-{tick}.json"
+            write_json(path, {"api_keys": ["k"], "upstream": {"base_url": emulator.url},
+                              "refresher": {"tick_seconds": tick},
+                              "accounts": [{"name": "a", "refresh_token": emulator.new_account()["refresh_token"]}]})
+            proc = spawn("refresher", "--config", str(path), env=child_env())
+            lags = []
+            try:
+                first = wait_until(lambda: read_json(path)["accounts"][0].get("access_token"), 30, "first token")
+                for _ in range(3):
+                    from common.jwt_claims import decode_claims
+                    claims = decode_claims(first)
+                    due = claims.exp - min(180, (claims.exp - claims.iat) / 2)
+                    new = wait_until(lambda f=first: (t := read_json(path)["accounts"][0]["access_token"]) != f and t,
+                                     60, "the next refresh")
+                    lags.append(time.time() - due)
+                    first = new
+            finally:
+                stop(proc)
+            report[f"refresher_lag_tick{tick}"] = lags
+            rows.append(f"| margin reached -> new token in the file, tick {tick:g} s (3 refreshes) "
+                        f"| {', '.join(f'{x:.2f} s' for x in lags)} (the exp claim has 1 s resolution) |")
+        finally:
+            emulator.close()
+    return "\n".join(rows)
+
+
+BENCHES = {"streaming": bench_streaming, "overhead": bench_overhead, "first_token": bench_first_token,
+           "memory": bench_memory, "scaling": None, "refresher": bench_refresher}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", choices=list(BENCHES), help="run only these")
+    parser.add_argument("--json", help="write the raw figures here")
+    args = parser.parse_args()
+    report: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    print(f"# kimi-bridge benchmarks\n\nMachine: {report['machine']}\nStarted: {report['started']}\n", flush=True)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for name in args.only or list(BENCHES):
+            print(f"## {name}\n", flush=True)
+            if name == "scaling":
+                table = "\n".join([HEADER, bench_overhead(tmp, report, 1, "scaling"), bench_overhead(tmp, report, 2, "scaling")])
+            else:
+                table = BENCHES[name](tmp, report)
+            print(table + "\n", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
