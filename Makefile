@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: test demo venv clean
+.PHONY: test demo venv clean bench soak
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ test: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(PY) -m tests.demo
+
+bench: $(VENV)/.installed
+	$(PY) -m bench.run
+
+soak: $(VENV)/.installed
+	$(PY) -m bench.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache

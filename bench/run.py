@@ -144,9 +144,9 @@ def _rss_kb(pid: int) -> int:
 def bench_memory(tmp: Path, report: dict, streams: int = 1000) -> str:
     stack = Stack(tmp / "memory", upstream={"idle_timeout": 600}, server={"keepalive_seconds": 300})
     try:
-        stack.emulator.admin("stream", {"chunks": 4, "stall_after": 1, "stall_seconds": 600})
         through_server(stack, 10, 50)   # warm up
         idle = _rss_kb(stack.server.pid)
+        stack.emulator.admin("stream", {"chunks": 4, "stall_after": 1, "stall_seconds": 600})
 
         async def hold():
             def make(i: int):
