@@ -20,7 +20,7 @@ import orjson
 import requests
 
 from bench import loadgen
-from tests.helpers import Stack, child_env, read_json, spawn, stop, wait_until, write_json
+from tests.helpers import Stack, child_env, cpu_seconds, read_json, rss_kb, spawn, stop, wait_until, write_json
 
 KEY = {"Authorization": f"Bearer {Stack.API_KEY}"}
 
@@ -136,16 +136,11 @@ def bench_first_token(tmp: Path, report: dict) -> str:
     return "\n".join(rows)
 
 
-def _rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-
-
 def bench_memory(tmp: Path, report: dict, streams: int = 1000) -> str:
     stack = Stack(tmp / "memory", upstream={"idle_timeout": 600}, server={"keepalive_seconds": 300})
     try:
         through_server(stack, 10, 50)   # warm up
-        idle = _rss_kb(stack.server.pid)
+        idle = rss_kb(stack.server.pid)
         stack.emulator.admin("stream", {"chunks": 4, "stall_after": 1, "stall_seconds": 600})
 
         async def hold():
@@ -158,7 +153,7 @@ def bench_memory(tmp: Path, report: dict, streams: int = 1000) -> str:
             while stack.emulator.stats()["open_streams"] < streams and time.monotonic() < deadline:
                 await asyncio.sleep(0.5)
             opened = stack.emulator.stats()["open_streams"]
-            loaded = _rss_kb(stack.server.pid)
+            loaded = rss_kb(stack.server.pid)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -173,11 +168,6 @@ def bench_memory(tmp: Path, report: dict, streams: int = 1000) -> str:
         stack.close()
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def bench_refresher(tmp: Path, report: dict) -> str:
     from tests.helpers import Emulator
     rows = ["| measure | figure |", "|---|---|"]
@@ -189,9 +179,9 @@ def bench_refresher(tmp: Path, report: dict) -> str:
                                                              if k != "user_id"}} for i in range(5)]})
         proc = spawn("refresher", "--config", str(path), env=child_env())
         time.sleep(3)   # a benchmark's settle time, not a race
-        before, t0 = _cpu_seconds(proc.pid), time.monotonic()
+        before, t0 = cpu_seconds(proc.pid), time.monotonic()
         time.sleep(30)
-        used, elapsed = _cpu_seconds(proc.pid) - before, time.monotonic() - t0
+        used, elapsed = cpu_seconds(proc.pid) - before, time.monotonic() - t0
         stop(proc)
         report["refresher_idle_cpu_percent"] = 100 * used / elapsed
         rows.append(f"| idle CPU, 5 accounts none due, default 5 s tick, 30 s | **{100 * used / elapsed:.3f} %** |")

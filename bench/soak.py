@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import socket
 import sys
 import tempfile
@@ -17,20 +16,9 @@ from pathlib import Path
 import orjson
 
 from bench import loadgen
-from tests.helpers import Stack
+from tests.helpers import UPSTREAM_CODES, Stack, open_fds, rss_kb
 
 KEY = {"Authorization": f"Bearer {Stack.API_KEY}"}
-UPSTREAM_CODES = {"upstream_error", "upstream_timeout", "upstream_auth_failed", "rate_limit_exceeded",
-                  "no_available_account", "upstream_overloaded"}
-
-
-def fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
 def _maker(stack: Stack, timeout: float = 120):
@@ -47,11 +35,11 @@ def load(tmp: Path, clients: int, minutes: float) -> bool:
         pid = stack.server.pid
         stack.emulator.admin("stream", {"chunks": 20, "event_delay": 0.01})
         asyncio.run(loadgen.run(_maker(stack), clients, count=clients * 2))   # warm up
-        fd0, rss0 = fds(pid), rss_kb(pid)
+        fd0, rss0 = open_fds(pid), rss_kb(pid)
         results = asyncio.run(loadgen.run(_maker(stack), clients, duration=minutes * 60))
         errors = [r for r in results if not r.complete or r.error]
         time.sleep(2)   # let closed connections finish closing before counting
-        fd1, rss1 = fds(pid), rss_kb(pid)
+        fd1, rss1 = open_fds(pid), rss_kb(pid)
         growth = (rss1 - rss0) / rss0 * 100
         ok = not errors and growth < 10 and fd1 <= fd0 + 2
         print(f"| load: {clients} concurrent streaming clients, {minutes:g} min | {len(results)} requests, "
@@ -67,14 +55,14 @@ def faults(tmp: Path, count: int) -> bool:
                                                                          "max_attempts": 2})
     try:
         pid = stack.server.pid
-        fd0 = fds(pid)
+        fd0 = open_fds(pid)
         stack.emulator.admin("settings", {"chaos_rate": 0.6, "chaos_seed": int(time.time())})
         results = asyncio.run(loadgen.run(_maker(stack, timeout=20), 20, count=count))
         hung = [r for r in results if r.error == "client timeout"]
         bad = [r for r in results if not (r.complete and not r.error) and r.error not in UPSTREAM_CODES]
         stack.emulator.admin("settings", {"chaos_rate": 0})
         time.sleep(2)
-        fd1 = fds(pid)
+        fd1 = open_fds(pid)
         answered = sum(1 for r in results if r.complete and not r.error)
         ok = not hung and not bad and fd1 <= fd0 + 2
         print(f"| faults: {count} requests, random upstream faults | {answered} answered, "

@@ -15,7 +15,7 @@ from common.connect_frames import END_STREAM, FrameError, FrameParser, encode
 from server.errors import (ApiError, UpstreamAuthRejected, UpstreamChatGone, UpstreamError, UpstreamOverloaded,
                            UpstreamPaywall, UpstreamRefused, UpstreamStreamError, UpstreamThrottled, UpstreamTimeout)
 from server.http_stream import StreamedResponse, open_stream
-from server.kimi_client import KimiClient
+from server.kimi_client import KimiClient, paced_chunks
 from server.turn import ChatTarget, Piece, SourceLines, Turn, TurnRequest
 
 log = logging.getLogger("server.connect")
@@ -152,22 +152,10 @@ class ConnectTurn(Turn):
         raise UpstreamError("Kimi's Chat stream ended before naming the chat")
 
     async def _read_frames(self) -> AsyncIterator[tuple[int, dict] | None]:
-        silent = 0.0
-        while True:
-            wait = min(self._keepalive, self._idle - silent)
-            try:
-                chunk = await self._response.next_chunk(wait)
-            except asyncio.TimeoutError:
-                silent += wait
-                if silent >= self._idle:
-                    raise UpstreamTimeout(f"Kimi went silent for {self._idle:g}s mid-answer") from None
+        async for chunk in paced_chunks(self._response, self._keepalive, self._idle):
+            if chunk is None:
                 yield None
                 continue
-            except ConnectionError:
-                raise UpstreamError("Kimi's stream broke off before the answer was complete") from None
-            silent = 0.0
-            if chunk is None:
-                raise UpstreamError("Kimi's Chat stream ended without its end-of-stream frame")
             try:
                 frames = self._parser.feed(chunk)
             except FrameError as exc:
@@ -180,6 +168,7 @@ class ConnectTurn(Turn):
                     continue
                 self._seen.add(key)
                 yield flags, message
+        raise UpstreamError("Kimi's Chat stream ended without its end-of-stream frame")
 
     async def _all_frames(self) -> AsyncIterator[tuple[int, dict] | None]:
         early, self._early = self._early, []

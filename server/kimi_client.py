@@ -125,29 +125,41 @@ class KimiStream:
 
     async def events(self, poll: float) -> AsyncIterator[dict | None]:
         """Yield events; yield None after `poll` s of silence (for keepalives); raise on idle timeout or a cut."""
-        silent = 0.0
-        while True:
-            wait = min(poll, self._idle - silent)
-            try:
-                chunk = await self._response.next_chunk(wait)
-            except asyncio.TimeoutError:
-                silent += wait
-                if silent >= self._idle:
-                    raise UpstreamTimeout(f"Kimi went silent for {self._idle:g}s mid-answer") from None
+        async for chunk in paced_chunks(self._response, poll, self._idle):
+            if chunk is None:
                 yield None
                 continue
-            except ConnectionError:
-                raise UpstreamError("Kimi's stream broke off before the answer was complete") from None
-            silent = 0.0
-            if chunk is None:
-                if self._parser.pending:
-                    raise UpstreamError("Kimi's stream ended inside an event")
-                return
             for event in self._parser.feed(chunk):
                 yield event
+        if self._parser.pending:
+            raise UpstreamError("Kimi's stream ended inside an event")
 
     def close(self) -> None:
         self._response.close()
+
+
+async def paced_chunks(response: StreamedResponse, poll: float, idle: float) -> AsyncIterator[bytes | None]:
+    """Body chunks as they come; None after every `poll` s of silence (time for a keepalive).
+
+    Raises UpstreamTimeout after `idle` s without a byte, and UpstreamError if the connection breaks.
+    """
+    silent = 0.0
+    while True:
+        wait = min(poll, idle - silent)
+        try:
+            chunk = await response.next_chunk(wait)
+        except asyncio.TimeoutError:
+            silent += wait
+            if silent >= idle:
+                raise UpstreamTimeout(f"Kimi went silent for {idle:g}s mid-answer") from None
+            yield None
+            continue
+        except ConnectionError:
+            raise UpstreamError("Kimi's stream broke off before the answer was complete") from None
+        if chunk is None:
+            return
+        silent = 0.0
+        yield chunk
 
 
 def classify(status: int, data: object, what: str, retry_after: str | None = None) -> UpstreamError:

@@ -172,3 +172,25 @@ class Stack:
             stop(self.server)
             self._log_file.close()
         self.emulator.close()
+
+
+# Upstream failures the server reports deliberately (OpenAI error codes), as opposed to its own faults.
+UPSTREAM_CODES = frozenset({"upstream_error", "upstream_timeout", "upstream_auth_failed", "rate_limit_exceeded",
+                            "no_available_account", "upstream_overloaded"})
+
+
+def open_fds(pid: int) -> int:
+    """How many file descriptors a process holds."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_kb(pid: int) -> int:
+    """A process's resident memory in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -19,19 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench import loadgen
-from tests.helpers import ROOT, Stack, wait_until
+from tests.helpers import ROOT, UPSTREAM_CODES, Stack, open_fds, rss_kb, wait_until
 
-UPSTREAM_CODES = {"upstream_error", "upstream_timeout", "upstream_auth_failed", "rate_limit_exceeded",
-                  "no_available_account", "upstream_overloaded"}
-
-
-def fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
 def _body(i: int, stream: bool) -> bytes:
@@ -52,7 +41,7 @@ def test_random_upstream_faults_end_every_request_cleanly(tmp_path):
     stack = Stack(tmp_path, upstream={"idle_timeout": 1.0}, server={"keepalive_seconds": 0.3, "max_attempts": 2})
     try:
         pid = stack.server.pid
-        baseline = fds(pid)
+        baseline = open_fds(pid)
         stack.emulator.admin("settings", {"chaos_rate": 0.6, "chaos_seed": 7})
         # Timeouts: two attempts of at most ~1 s idle each, so 20 s means "hung".
         results = asyncio.run(_load(stack, concurrency=20, count=1000, timeout=20))
@@ -67,7 +56,7 @@ def test_random_upstream_faults_end_every_request_cleanly(tmp_path):
                 errors += 1
         assert answered > 200 and errors > 50, (answered, errors)   # the faults really happened
         stack.emulator.admin("settings", {"chaos_rate": 0})
-        wait_until(lambda: fds(pid) <= baseline + 2, 30, "file descriptors back to the baseline")
+        wait_until(lambda: open_fds(pid) <= baseline + 2, 30, "file descriptors back to the baseline")
     finally:
         stack.close()
 
@@ -79,12 +68,12 @@ def test_sustained_concurrent_streams_keep_memory_and_descriptors_flat(tmp_path)
         stack.emulator.admin("stream", {"event_delay": 0.005, "chunks": 8})
         warm = asyncio.run(_load(stack, concurrency=100, count=300))
         assert all(r.complete and not r.error for r in warm)
-        baseline_fds, baseline_rss = fds(pid), rss_kb(pid)
+        baseline_fds, baseline_rss = open_fds(pid), rss_kb(pid)
         results = asyncio.run(_load(stack, concurrency=100, duration=15))
         failures = [(r.status, r.error) for r in results if not r.complete or r.error]
         assert not failures and len(results) > 300
         assert all(r.text.startswith("收到 🌙 turn 1: load ") for r in results)
-        wait_until(lambda: fds(pid) <= baseline_fds + 2, 30, "file descriptors back to the baseline")
+        wait_until(lambda: open_fds(pid) <= baseline_fds + 2, 30, "file descriptors back to the baseline")
         assert rss_kb(pid) < baseline_rss * 1.10, (baseline_rss, rss_kb(pid))
     finally:
         stack.close()
