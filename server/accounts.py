@@ -79,7 +79,9 @@ class AccountPool:
         stale = [a for a in self.store.current().accounts
                  if a.enabled and a.refresh_token and not awaiting_relogin(a) and not self._usable(a, now)]
         for account in stale:
-            await self.request_refresh(account.name, fingerprint(account.access_token))
+            token_fp = fingerprint(account.access_token)
+            if account.status.refresh_requested != token_fp:   # report_rejected may have asked already
+                await self.request_refresh(account.name, token_fp)
         return len(stale)
 
     async def wait_for_account(self, tried: set[str], timeout: float, name: str | None = None) -> Account | None:
