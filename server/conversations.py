@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 
 from common.errors import ConfigError
-from common.store import ConfigStore
+from common.store import ConfigStore, StoreBusy
+from server.errors import ApiError
+
+log = logging.getLogger("server.conversations")
 
 EMPTY = {"chats": {}, "stateful": {}}
 
@@ -31,12 +35,27 @@ class Conversations:
     def __init__(self, path: str) -> None:
         self._store = ConfigStore(path, validate=_validate)
         self.path = self._store.path
-        if not os.path.exists(self.path):
-            self._store.create(dict(EMPTY))
+        self.problem = ""
+        try:
+            if not os.path.exists(self.path):
+                self._store.create(dict(EMPTY))
+        except OSError as exc:
+            # Only conversations need this file: serve everything else, and say why they cannot work.
+            self.problem = f"{self.path} cannot be created ({exc.strerror}); set server.conversations_file"
+            log.error("conversations are unavailable: %s", self.problem)
 
     async def _run(self, function, *args):
-        # The store takes a file lock and fsyncs: keep that off the event loop.
-        return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+        if self.problem:
+            raise ApiError(503, f"Conversations are unavailable: {self.problem}.", type="server_error",
+                           code="conversations_unavailable")
+        try:
+            # The store takes a file lock and fsyncs: keep that off the event loop.
+            return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+        except (ConfigError, StoreBusy, OSError) as exc:
+            log.error("conversations file: %s", exc)
+            raise ApiError(503, "Conversations are unavailable right now: the conversations file cannot be read "
+                           "or written (see the server log).", type="server_error",
+                           code="conversations_unavailable") from None
 
     def _doc(self) -> dict:
         doc = self._store.read_document()

@@ -82,3 +82,25 @@ def test_conversation_paths_are_validated_and_need_the_key(stack):
     assert stack.post({"model": "kimi", "messages": [{"role": "user", "content": "x"}]},
                       path="/v1/chat/completions/bad id").status_code == 404
     wait_until(lambda: stack.emulator.stats()["live_chats"] == 0, 10, "no chat to be left")
+
+
+def test_an_unusable_conversations_file_fails_only_conversations(tmp_path):
+    from tests.helpers import Stack
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")
+    stack = Stack(tmp_path, server={"conversations_file": str(blocker / "conversations.json")})
+    try:
+        assert _ask(stack, "plain")["choices"][0]["message"]["content"]
+        response = stack.post({"model": "kimi", "messages": [{"role": "user", "content": "x"}]},
+                              path="/v1/chat/completions/c1")
+        assert response.status_code == 503 and response.json()["error"]["code"] == "conversations_unavailable"
+    finally:
+        stack.close()
+
+
+def test_a_corrupt_conversations_file_is_a_clear_503_not_a_crash(stack):
+    (stack.config_path.parent / "conversations.json").write_text("{broken")
+    response = stack.post({"model": "kimi", "messages": [{"role": "user", "content": "x"}]},
+                          path="/v1/chat/completions/c1")
+    assert response.status_code == 503 and response.json()["error"]["code"] == "conversations_unavailable"
+    assert _ask(stack, "still fine")["choices"][0]["message"]["content"]
