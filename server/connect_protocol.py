@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator
 
 import orjson
-import tornado.httpclient
 
 from common.config import Account
 from common.connect_frames import END_STREAM, FrameError, FrameParser, encode
@@ -68,14 +67,9 @@ class ConnectProtocol:
         return turn
 
     async def delete_chat(self, account: Account, chat_id: str) -> None:
-        request = tornado.httpclient.HTTPRequest(
-            self.kimi.base_url + DELETE_PATH, method="POST", body=orjson.dumps({"chat_id": chat_id}),
-            headers=self.headers(account.access_token, "application/json"),
-            connect_timeout=self.kimi.timeouts.connect, request_timeout=self.kimi.timeouts.request)
-        try:
-            response = await self.kimi.http.fetch(request, raise_error=False)
-        except (OSError, tornado.httpclient.HTTPClientError) as exc:
-            raise UpstreamError(f"DeleteChat failed ({type(exc).__name__})") from None
+        response = await self.kimi.fetch(self.kimi.base_url + DELETE_PATH, "POST",
+                                         self.headers(account.access_token, "application/json"),
+                                         orjson.dumps({"chat_id": chat_id}), "DeleteChat")
         if response.code != 200:
             raise unary_error(response.code, response.body or b"", "DeleteChat")
 

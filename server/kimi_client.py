@@ -47,23 +47,29 @@ class KimiClient:
     def headers(self, access_token: str, referer: str = "/") -> dict:
         return {**kimi_headers(self.base_url, access_token, referer), "Content-Type": "application/json"}
 
-    async def call_json(self, method: str, path: str, access_token: str, body: dict | None) -> dict:
+    async def fetch(self, url: str, method: str, headers: dict, body: bytes | None,
+                    what: str) -> tornado.httpclient.HTTPResponse:
+        """One whole upstream call with the configured timeouts: a response, or UpstreamTimeout/UpstreamError."""
         request = tornado.httpclient.HTTPRequest(
-            self.base_url + path, method=method, headers=self.headers(access_token),
-            body=orjson.dumps(body) if body is not None else None,
-            connect_timeout=self.timeouts.connect, request_timeout=self.timeouts.request,
-            allow_nonstandard_methods=True, follow_redirects=False, decompress_response=True)
+            url, method=method, headers=headers, body=body, connect_timeout=self.timeouts.connect,
+            request_timeout=self.timeouts.request, allow_nonstandard_methods=True, follow_redirects=False,
+            decompress_response=True)
         try:
             response = await self.http.fetch(request, raise_error=False)
         except HTTPTimeoutError:
-            raise UpstreamTimeout(f"{method} {path} timed out") from None
+            raise UpstreamTimeout(f"{what} timed out") from None
         except (OSError, asyncio.TimeoutError, tornado.httpclient.HTTPClientError) as exc:
             # raise_error=False still raises when there is no response at all (a closed stream).
-            raise UpstreamError(f"cannot reach Kimi ({type(exc).__name__})") from None
+            raise UpstreamError(f"{what}: cannot reach Kimi ({type(exc).__name__})") from None
         if response.code == 599:
             if isinstance(response.error, HTTPTimeoutError):
-                raise UpstreamTimeout(f"{method} {path} timed out")
-            raise UpstreamError(f"cannot reach Kimi ({type(response.error).__name__})")
+                raise UpstreamTimeout(f"{what} timed out")
+            raise UpstreamError(f"{what}: cannot reach Kimi ({type(response.error).__name__})")
+        return response
+
+    async def call_json(self, method: str, path: str, access_token: str, body: dict | None) -> dict:
+        response = await self.fetch(self.base_url + path, method, self.headers(access_token),
+                                    orjson.dumps(body) if body is not None else None, f"{method} {path}")
         data = _json_or_none(response.body)
         if response.code != 200:
             raise classify(response.code, data, path, response.headers.get("Retry-After"))

@@ -6,7 +6,6 @@ import asyncio
 import time
 
 import orjson
-import tornado.httpclient
 
 from common.kimi_sse import SseParser
 from server.attachments import Blob
@@ -47,16 +46,8 @@ def refs_file_entry(record: dict) -> dict:
 
 async def _put(kimi: KimiClient, url: str, blob: Blob) -> None:
     # A presigned URL carries its own signature: no Kimi headers go to the object store.
-    request = tornado.httpclient.HTTPRequest(url, method="PUT", body=blob.data,
-                                             headers={"Content-Type": blob.content_type},
-                                             connect_timeout=kimi.timeouts.connect,
-                                             request_timeout=kimi.timeouts.request)
-    try:
-        response = await kimi.http.fetch(request, raise_error=False)
-    except (OSError, tornado.httpclient.HTTPClientError) as exc:
-        raise UpstreamError(f"uploading {blob.name!r} failed ({type(exc).__name__})") from None
-    if response.code == 599:
-        raise UpstreamError(f"uploading {blob.name!r} failed ({type(response.error).__name__})")
+    response = await kimi.fetch(url, "PUT", {"Content-Type": blob.content_type}, blob.data,
+                                f"uploading {blob.name!r}")
     if not 200 <= response.code < 300:
         raise UpstreamError(f"uploading {blob.name!r} answered HTTP {response.code}")
 
