@@ -138,8 +138,9 @@ class Refresher:
     def _warn_relogin_once(self, name: str, rejected: str) -> None:
         if (name, rejected) not in self._warned:
             self._warned.add((name, rejected))
-            log.warning("account %r needs a new login: Kimi refused its refresh token %s. Paste a new "
-                        "refresh_token into %s; the refresher picks it up by itself.", name, rejected, self.store.path)
+            log.warning("account %r needs a new login: its token %s was refused by Kimi or has run out. Paste a "
+                        "new refresh_token (or kimi-auth token) into %s; the refresher picks it up by itself.",
+                        name, rejected, self.store.path)
 
     def _watch_access_only(self, account) -> None:
         """A kimi-auth token without a refresh token cannot be renewed: warn ahead, then mark it spent."""
@@ -255,12 +256,10 @@ class Refresher:
             if not account.enabled:
                 continue
             if not account.refresh_token and not awaiting_relogin(account):
-                self._watch_access_only(account)
-                final = self.store.load()
-                account = final.account(account.name)
+                self._watch_access_only(account)   # may have just marked it relogin_required
+                account = self.store.load().account(account.name)
             if awaiting_relogin(account):
-                log.warning("account %r needs a new login (refresh token %s was refused)",
-                            account.name, account.status.rejected_token)
+                self._warn_relogin_once(account.name, account.status.rejected_token)
                 failed = True
             elif not access_token_live(account, self.clock()):
                 log.warning("account %r holds no live access token", account.name)
