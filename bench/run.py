@@ -87,6 +87,18 @@ def _row(name: str, base: dict, ours: dict) -> str:
             f"| {ours['p50_ms'] - base['p50_ms']:+.1f} | {base['errors']}/{ours['errors']} |")
 
 
+# Both paths must get the same events: a fixed answer (the default echoes the prompt and the chat's
+# history, which differ between a fresh chat and the baseline's reused ones) and no first-answer
+# `rename` event (only fresh chats get one).
+BENCH_ANSWER = "a streamed benchmark answer " * 8
+
+
+def shape_stream(stack: Stack, chunks: int, event_delay: float, **more) -> None:
+    """Every answer: `chunks` cmpl events of the same fixed text, `event_delay` s apart."""
+    stack.emulator.admin("stream", {"chunks": chunks, "event_delay": event_delay, "answer": BENCH_ANSWER,
+                                    "rename": False, **more})
+
+
 HEADER = ("| load | direct req/s | kimi-bridge req/s | ratio | direct p50 / p99 ms | kimi-bridge p50 / p99 ms "
           "| p50 added ms | errors (direct/bridge) |\n|---|---|---|---|---|---|---|---|")
 
@@ -94,7 +106,7 @@ HEADER = ("| load | direct req/s | kimi-bridge req/s | ratio | direct p50 / p99 
 def bench_streaming(tmp: Path, report: dict) -> str:
     stack = Stack(tmp / "streaming")
     try:
-        stack.emulator.admin("stream", {"chunks": 20, "event_delay": 0.01})
+        shape_stream(stack, 20, 0.01)
         rows = []
         for concurrency, count in ((1, 40), (50, 500), (200, 1200)):
             base, ours = direct(stack, concurrency, count), through_server(stack, concurrency, count)
@@ -108,7 +120,7 @@ def bench_streaming(tmp: Path, report: dict) -> str:
 def bench_overhead(tmp: Path, report: dict, processes: int = 1, label: str = "overhead") -> str:
     stack = Stack(tmp / f"{label}-{processes}", server={"processes": processes})
     try:
-        stack.emulator.admin("stream", {"chunks": 4, "event_delay": 0})
+        shape_stream(stack, 4, 0)
         through_server(stack, 50, 300)   # warm up
         base, ours = direct(stack, 50, 2000), through_server(stack, 50, 2000)
         report[f"{label}_p{processes}"] = {"direct": base, "bridge": ours}
@@ -123,7 +135,7 @@ def bench_first_token(tmp: Path, report: dict) -> str:
     for protocol, calls in (("rest", 2), ("connect", 1)):
         stack = Stack(tmp / f"ttft-{protocol}", protocol=protocol)
         try:
-            stack.emulator.admin("stream", {"chunks": 4, "event_delay": 0})
+            shape_stream(stack, 4, 0)
             stack.emulator.admin("settings", {"latency": 0.05})
             base = direct(stack, 1, 20) if protocol == "rest" else None
             ours = through_server(stack, 1, 20)
@@ -141,7 +153,7 @@ def bench_memory(tmp: Path, report: dict, streams: int = 1000) -> str:
     try:
         through_server(stack, 10, 50)   # warm up
         idle = rss_kb(stack.server.pid)
-        stack.emulator.admin("stream", {"chunks": 4, "stall_after": 1, "stall_seconds": 600})
+        shape_stream(stack, 4, 0, stall_after=1, stall_seconds=600)
 
         async def hold():
             def make(i: int):

@@ -19,6 +19,7 @@ DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType({
         "idle_timeout": 60.0,         # seconds of silence tolerated inside a stream
         "refresh_timeout": 15.0,      # seconds for one token refresh call
         "parse_timeout": 120.0,       # seconds Kimi may take to read an attached document
+        "pool_idle_seconds": 15.0,    # an unused connection to Kimi stays open this long for the next call; 0: never
     },
     "server": {
         "host": "0.0.0.0",
@@ -50,7 +51,8 @@ DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType({
 })
 
 ENV_PREFIX = "KIMI_BRIDGE_"
-ZERO_ALLOWED = ("server.processes", "SERVER_PROCESSES")   # 0 has a meaning there: one per CPU core
+# 0 has a meaning there: one server process per CPU core; no kept-alive upstream connections.
+ZERO_ALLOWED = ("server.processes", "SERVER_PROCESSES", "upstream.pool_idle_seconds", "UPSTREAM_POOL_IDLE_SECONDS")
 PROTOCOLS = ("rest", "connect", "auto")
 
 

@@ -70,6 +70,7 @@ async def _serve(store: ConfigStore, config, sockets: list) -> int:
     log.info("stopping: no new connections; finishing chat clean-up")
     server.stop()
     await asyncio.wait_for(services.completions.drain(), 10)
+    services.kimi.http.close()
     return 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator
@@ -13,7 +12,7 @@ from common.config import Account
 from common.connect_frames import END_STREAM, FrameError, FrameParser, encode
 from server.errors import (ApiError, UpstreamAuthRejected, UpstreamChatGone, UpstreamError, UpstreamOverloaded,
                            UpstreamPaywall, UpstreamRefused, UpstreamStreamError, UpstreamThrottled, UpstreamTimeout)
-from server.http_stream import StreamedResponse, open_stream
+from server.upstream_http import HttpResponse
 from server.kimi_client import KimiClient, paced_chunks
 from server.turn import ChatTarget, Piece, SourceLines, Turn, TurnRequest
 
@@ -40,19 +39,13 @@ class ConnectProtocol:
         _refuse_unsupported(request)
         body = chat_request(request, target)
         referer = f"/chat/{target.chat_id}" if target.chat_id else "/?chat_enter_method=new_chat"
-        try:
-            response = await open_stream(self.kimi.base_url + CHAT_PATH, "POST",
-                                         self.headers(account.access_token, "application/connect+json", referer),
-                                         encode(body), self.kimi.timeouts.connect, self.kimi.timeouts.idle,
-                                         self.kimi.resolver)
-        except asyncio.TimeoutError:
-            raise UpstreamTimeout("no answer to the Chat request") from None
-        except OSError as exc:
-            raise UpstreamError(f"cannot reach Kimi ({type(exc).__name__})") from None
-        if response.status != 200 or "application/connect+json" not in response.headers.get("Content-Type", ""):
+        response = await self.kimi.open_stream(
+            self.kimi.base_url + CHAT_PATH, self.headers(account.access_token, "application/connect+json", referer),
+            encode(body), self.kimi.timeouts.idle, "the Chat request")
+        if response.status != 200 or "application/connect+json" not in response.headers.get("content-type", ""):
             try:
                 raw = await response.read_all(self.kimi.timeouts.idle)
-            except (asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, ConnectionError):
                 raw = b""
             finally:
                 response.close()
@@ -116,7 +109,7 @@ class ConnectTurn(Turn):
 
     protocol = "connect"
 
-    def __init__(self, account: Account, target: ChatTarget, response: StreamedResponse, keepalive: float,
+    def __init__(self, account: Account, target: ChatTarget, response: HttpResponse, keepalive: float,
                  idle: float) -> None:
         super().__init__(account, target.chat_id or "", target.keep)
         self._response, self._keepalive, self._idle = response, keepalive, idle

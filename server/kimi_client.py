@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import orjson
-import tornado.httpclient
-import tornado.simple_httpclient
-from tornado.simple_httpclient import HTTPTimeoutError
 
 from common.kimi_headers import kimi_headers
 from common.kimi_sse import SseParser
 from server.errors import (UpstreamAuthRejected, UpstreamChatGone, UpstreamError, UpstreamRefused, UpstreamThrottled,
                            UpstreamTimeout)
-from server.http_stream import StreamedResponse, open_stream
 from server.resolver import CachingResolver
+from server.upstream_http import HttpClient, HttpResponse, Reply, UnsendableRequest
 
 log = logging.getLogger("server.kimi")
 
@@ -37,42 +33,39 @@ class Timeouts:
 class KimiClient:
     """Talks to one Kimi base URL with one account's access token per call."""
 
-    def __init__(self, base_url: str, timeouts: Timeouts, max_clients: int = 1000) -> None:
+    def __init__(self, base_url: str, timeouts: Timeouts, pool_idle: float = 15.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeouts = timeouts
-        self.resolver = CachingResolver()
-        self.http = tornado.simple_httpclient.SimpleAsyncHTTPClient(force_instance=True, max_clients=max_clients,
-                                                                      resolver=self.resolver)
+        self.http = HttpClient(CachingResolver(), timeouts.connect, pool_idle)
 
     def headers(self, access_token: str, referer: str = "/") -> dict:
         return {**kimi_headers(self.base_url, access_token, referer), "Content-Type": "application/json"}
 
-    async def fetch(self, url: str, method: str, headers: dict, body: bytes | None,
-                    what: str) -> tornado.httpclient.HTTPResponse:
-        """One whole upstream call with the configured timeouts: a response, or UpstreamTimeout/UpstreamError."""
-        request = tornado.httpclient.HTTPRequest(
-            url, method=method, headers=headers, body=body, connect_timeout=self.timeouts.connect,
-            request_timeout=self.timeouts.request, allow_nonstandard_methods=True, follow_redirects=False,
-            decompress_response=True)
+    async def fetch(self, url: str, method: str, headers: dict, body: bytes | None, what: str) -> Reply:
+        """One whole upstream call within the request timeout: a reply, or UpstreamTimeout/UpstreamError."""
         try:
-            response = await self.http.fetch(request, raise_error=False)
-        except HTTPTimeoutError:
+            return await self.http.fetch(url, method, headers, body or b"", self.timeouts.request)
+        except TimeoutError:
             raise UpstreamTimeout(f"{what} timed out") from None
-        except (OSError, asyncio.TimeoutError, tornado.httpclient.HTTPClientError) as exc:
-            # raise_error=False still raises when there is no response at all (a closed stream).
+        except (OSError, UnsendableRequest) as exc:
             raise UpstreamError(f"{what}: cannot reach Kimi ({type(exc).__name__})") from None
-        if response.code == 599:
-            if isinstance(response.error, HTTPTimeoutError):
-                raise UpstreamTimeout(f"{what} timed out")
-            raise UpstreamError(f"{what}: cannot reach Kimi ({type(response.error).__name__})")
-        return response
+
+    async def open_stream(self, url: str, headers: dict, body: bytes, head_timeout: float,
+                          what: str) -> HttpResponse:
+        """POST and return once the response head is in (the body streams after): or UpstreamTimeout/UpstreamError."""
+        try:
+            return await self.http.open(url, "POST", headers, body, head_timeout)
+        except TimeoutError:
+            raise UpstreamTimeout(f"no answer to {what}") from None
+        except (OSError, UnsendableRequest) as exc:
+            raise UpstreamError(f"{what}: cannot reach Kimi ({type(exc).__name__})") from None
 
     async def call_json(self, method: str, path: str, access_token: str, body: dict | None) -> dict:
         response = await self.fetch(self.base_url + path, method, self.headers(access_token),
                                     orjson.dumps(body) if body is not None else None, f"{method} {path}")
         data = _json_or_none(response.body)
         if response.code != 200:
-            raise classify(response.code, data, path, response.headers.get("Retry-After"))
+            raise classify(response.code, data, path, response.headers.get("retry-after"))
         if not isinstance(data, dict):
             raise UpstreamError(f"{method} {path} answered 200 without a JSON object")
         return data
@@ -97,34 +90,28 @@ class KimiClient:
     async def open_completion(self, access_token: str, chat_id: str, body: dict) -> KimiStream:
         """POST the completion; return once Kimi has answered 200 with an event stream."""
         url = f"{self.base_url}/api/chat/{chat_id}/completion/stream"
-        headers = self.headers(access_token, referer=f"/chat/{chat_id}")
-        try:
-            response = await open_stream(url, "POST", headers, orjson.dumps(body), self.timeouts.connect,
-                                         self.timeouts.idle, self.resolver)
-        except asyncio.TimeoutError:
-            raise UpstreamTimeout("no answer to the completion request") from None
-        except OSError as exc:
-            raise UpstreamError(f"cannot reach Kimi ({type(exc).__name__})") from None
-        content_type = response.headers.get("Content-Type", "")
+        response = await self.open_stream(url, self.headers(access_token, referer=f"/chat/{chat_id}"),
+                                          orjson.dumps(body), self.timeouts.idle, "the completion request")
+        content_type = response.headers.get("content-type", "")
         if response.status != 200 or "text/event-stream" not in content_type:
             # Check before parsing: a JSON error fed to an SSE parser is the "empty answer" bug.
             try:
                 raw = await response.read_all(self.timeouts.idle)
-            except (asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, ConnectionError):
                 raw = b""
             finally:
                 response.close()
             if response.status == 200:
                 raise UpstreamError(f"the completion answered 200 with {content_type or 'no content type'}, "
                                     "not an event stream")
-            raise classify(response.status, _json_or_none(raw), "completion", response.headers.get("Retry-After"))
+            raise classify(response.status, _json_or_none(raw), "completion", response.headers.get("retry-after"))
         return KimiStream(response, self.timeouts.idle)
 
 
 class KimiStream:
     """Kimi's SSE events, one at a time, with the idle timeout applied between chunks."""
 
-    def __init__(self, response: StreamedResponse, idle: float) -> None:
+    def __init__(self, response: HttpResponse, idle: float) -> None:
         self._response = response
         self._idle = idle
         self._parser = SseParser()
@@ -144,7 +131,7 @@ class KimiStream:
         self._response.close()
 
 
-async def paced_chunks(response: StreamedResponse, poll: float, idle: float) -> AsyncIterator[bytes | None]:
+async def paced_chunks(response: HttpResponse, poll: float, idle: float) -> AsyncIterator[bytes | None]:
     """Body chunks as they come; None after every `poll` s of silence (time for a keepalive).
 
     Raises UpstreamTimeout after `idle` s without a byte, and UpstreamError if the connection breaks.
@@ -154,7 +141,7 @@ async def paced_chunks(response: StreamedResponse, poll: float, idle: float) -> 
         wait = min(poll, idle - silent)
         try:
             chunk = await response.next_chunk(wait)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             silent += wait
             if silent >= idle:
                 raise UpstreamTimeout(f"Kimi went silent for {idle:g}s mid-answer") from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import orjson
@@ -10,7 +9,6 @@ import orjson
 from common.kimi_sse import SseParser
 from server.attachments import Blob
 from server.errors import ApiError, UpstreamError, UpstreamTimeout
-from server.http_stream import open_stream
 from server.kimi_client import KimiClient
 
 
@@ -56,9 +54,8 @@ async def _wait_parsed(kimi: KimiClient, access_token: str, record: dict, name: 
     """Read parse_process's SSE until the file is parsed (or failed)."""
     file_id = record.get("id")
     deadline = time.monotonic() + timeout
-    response = await open_stream(kimi.base_url + "/api/file/parse_process", "POST",
-                                 kimi.headers(access_token), orjson.dumps({"ids": [file_id]}), kimi.timeouts.connect,
-                                 timeout, kimi.resolver)
+    response = await kimi.open_stream(kimi.base_url + "/api/file/parse_process", kimi.headers(access_token),
+                                      orjson.dumps({"ids": [file_id]}), timeout, "parse_process")
     parser = SseParser()
     try:
         if response.status != 200:
@@ -66,7 +63,7 @@ async def _wait_parsed(kimi: KimiClient, access_token: str, record: dict, name: 
         while True:
             try:
                 chunk = await response.next_chunk(max(0.1, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise UpstreamTimeout(f"Kimi took longer than {timeout:g}s to read {name!r}") from None
             except ConnectionError:
                 raise UpstreamError("parse_process broke off") from None

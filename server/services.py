@@ -41,7 +41,7 @@ class Services:
         self.started = time.time()
         up = config.upstream
         self.kimi = KimiClient(up["base_url"], Timeouts(up["connect_timeout"], up["request_timeout"],
-                                                        up["idle_timeout"]))
+                                                        up["idle_timeout"]), float(up["pool_idle_seconds"]))
         self.pool = AccountPool(store)
         self.token_checks = TokenCheckCache()
         ports = frozenset(int(p) for p in str(config.server["fetch_allowed_ports"]).split(",") if p.strip().isdigit())

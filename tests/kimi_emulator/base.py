@@ -11,6 +11,41 @@ from tests.kimi_emulator.state import EmulatorState
 from tests.kimi_emulator.tokens import AuthError
 
 
+class HangUp:
+    """Set when the client hangs up; a pause wakes at once on it.
+
+    One timer and one future per pause, not a task: the emulator pauses before every event of
+    every stream, and its CPU is CPU the product under test does not get in a benchmark.
+    """
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._waiter: asyncio.Future | None = None
+
+    def set(self) -> None:
+        self.closed = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def pause(self, seconds: float) -> bool:
+        """Wait up to `seconds`; True if the client hung up (before or during the wait)."""
+        if self.closed:
+            return True
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(seconds, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+        return self.closed
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
 
 def auth_invalid() -> "KimiError":
     """Kimi's answer to an expired, unknown or revoked token."""

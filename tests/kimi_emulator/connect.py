@@ -9,7 +9,7 @@ import orjson
 import tornado.iostream
 
 from tests.kimi_emulator import answers
-from tests.kimi_emulator.base import EmulatorHandler
+from tests.kimi_emulator.base import EmulatorHandler, HangUp
 from tests.kimi_emulator.state import Chat
 from tests.kimi_emulator.tokens import AuthError, xid
 
@@ -57,7 +57,7 @@ class ConnectChatHandler(EmulatorHandler):
     endpoint = "connect_chat"
 
     def prepare(self) -> None:
-        self._closed = asyncio.Event()
+        self._closed = HangUp()
         self._offset = 0
         self._switches = self.state.faults.stream_switches()
 
@@ -177,7 +177,7 @@ class ConnectChatHandler(EmulatorHandler):
             "toolCallId": "web_search:1", "status": "STATUS_DONE", "contents": contents}}})
 
     async def _send(self, event: dict, same_offset: bool = False) -> None:
-        if self._closed.is_set():
+        if self._closed.closed:
             raise _Gone()
         if not same_offset:
             self._offset += 1
@@ -214,11 +214,8 @@ class ConnectChatHandler(EmulatorHandler):
             pass
 
     async def _pause(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._closed.wait(), seconds)
-        except asyncio.TimeoutError:
-            return
-        raise _Gone()
+        if await self._closed.pause(seconds):
+            raise _Gone()
 
 
 def _unframe(body: bytes) -> dict | str:

@@ -7,7 +7,7 @@ import asyncio
 import tornado.iostream
 
 from tests.kimi_emulator import answers
-from tests.kimi_emulator.base import EmulatorHandler, KimiError
+from tests.kimi_emulator.base import EmulatorHandler, HangUp, KimiError
 from tests.kimi_emulator.state import Chat
 from tests.kimi_emulator.tokens import xid
 
@@ -22,7 +22,7 @@ class CompletionStreamHandler(EmulatorHandler):
     endpoint = "completion"
 
     def prepare(self) -> None:
-        self._closed = asyncio.Event()
+        self._closed = HangUp()
 
     def on_connection_close(self) -> None:
         self._closed.set()
@@ -120,7 +120,7 @@ class CompletionStreamHandler(EmulatorHandler):
         await self._send({"event": "all_done"})
 
     async def _send(self, event: dict) -> None:
-        if self._closed.is_set():
+        if self._closed.closed:
             raise _ClientGone()
         delay = self._switches["event_delay"]
         if delay:
@@ -134,8 +134,5 @@ class CompletionStreamHandler(EmulatorHandler):
                 await asyncio.sleep(0)  # let each piece leave as its own TCP segment
 
     async def _pause(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._closed.wait(), seconds)
-        except asyncio.TimeoutError:
-            return
-        raise _ClientGone()
+        if await self._closed.pause(seconds):
+            raise _ClientGone()
