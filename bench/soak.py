@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 
 from bench import loadgen
+from bench.run import shape_stream
 from tests.helpers import UPSTREAM_CODES, Stack, open_fds, rss_kb
 
 KEY = {"Authorization": f"Bearer {Stack.API_KEY}"}
@@ -29,17 +30,28 @@ def _maker(stack: Stack, timeout: float = 120):
     return make
 
 
+def settled_fds(pid: int, limit: int, timeout: float = 30.0) -> int:
+    """The server's descriptor count once it is at most `limit`, or whatever it is after `timeout` s.
+
+    Closing connections and idle kept-alive upstream connections (upstream.pool_idle_seconds) take a
+    moment to go; a leak never does.
+    """
+    deadline = time.monotonic() + timeout
+    while (count := open_fds(pid)) > limit and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return count
+
+
 def load(tmp: Path, clients: int, minutes: float) -> bool:
     stack = Stack(tmp / "load")
     try:
         pid = stack.server.pid
-        stack.emulator.admin("stream", {"chunks": 20, "event_delay": 0.01})
+        shape_stream(stack, 20, 0.01)
         asyncio.run(loadgen.run(_maker(stack), clients, count=clients * 2))   # warm up
         fd0, rss0 = open_fds(pid), rss_kb(pid)
         results = asyncio.run(loadgen.run(_maker(stack), clients, duration=minutes * 60))
         errors = [r for r in results if not r.complete or r.error]
-        time.sleep(2)   # let closed connections finish closing before counting
-        fd1, rss1 = open_fds(pid), rss_kb(pid)
+        fd1, rss1 = settled_fds(pid, fd0 + 2), rss_kb(pid)
         growth = (rss1 - rss0) / rss0 * 100
         ok = not errors and growth < 10 and fd1 <= fd0 + 2
         print(f"| load: {clients} concurrent streaming clients, {minutes:g} min | {len(results)} requests, "
@@ -61,8 +73,7 @@ def faults(tmp: Path, count: int) -> bool:
         hung = [r for r in results if r.error == "client timeout"]
         bad = [r for r in results if not (r.complete and not r.error) and r.error not in UPSTREAM_CODES]
         stack.emulator.admin("settings", {"chaos_rate": 0})
-        time.sleep(2)
-        fd1 = open_fds(pid)
+        fd1 = settled_fds(pid, fd0 + 2)
         answered = sum(1 for r in results if r.complete and not r.error)
         ok = not hung and not bad and fd1 <= fd0 + 2
         print(f"| faults: {count} requests, random upstream faults | {answered} answered, "
@@ -89,7 +100,7 @@ def _closed_by(sock: socket.socket, deadline: float) -> bool:
 def slow_clients(tmp: Path, slow: int) -> bool:
     stack = Stack(tmp / "slow", server={"idle_connection_timeout": 5, "body_timeout": 5})
     try:
-        stack.emulator.admin("stream", {"chunks": 4, "event_delay": 0})
+        shape_stream(stack, 4, 0)
         unloaded = asyncio.run(loadgen.run(_maker(stack), 10, count=400))
         base = loadgen.percentile([r.total for r in unloaded], 99)
         sockets = []

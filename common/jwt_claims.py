@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from dataclasses import dataclass
 
 import orjson
@@ -60,8 +61,9 @@ def decode_claims(token: str) -> TokenClaims:
     )
 
 
+@functools.lru_cache(maxsize=256)
 def try_decode_claims(token: str) -> TokenClaims | None:
-    """Like decode_claims, but None for an empty or malformed token."""
+    """Like decode_claims, but None for an empty or malformed token (cached: the server asks per request)."""
     if not token:
         return None
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -13,8 +14,9 @@ _JWT_PATTERN = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_
 _BEARER_PATTERN = re.compile(r"(?i)(bearer\s+)([^\s'\",]+)")
 
 
+@functools.lru_cache(maxsize=256)
 def fingerprint(secret: str | None) -> str:
-    """A short, stable, non-reversible label for a secret, safe to log: `fp:1a2b3c4d`."""
+    """A short, stable, non-reversible label for a secret, safe to log: `fp:1a2b3c4d` (cached: asked per request)."""
     if not secret:
         return "fp:none"
     return "fp:" + hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()[:8]

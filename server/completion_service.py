@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 
 from common.config import Account
 from common.redact import fingerprint
@@ -13,6 +14,10 @@ from server.turn import ChatTarget, Turn, TurnRequest
 
 log = logging.getLogger("server.completion")
 
+# Chats are deleted by a few workers from a queue, not all at once: answers end in bursts, and a
+# burst of deletions would queue at Kimi ahead of the next answers' create-chat calls.
+CLEANUP_WORKERS = 4
+
 
 class CompletionService:
     """Failover between accounts before the first byte; chat deletion off the critical path."""
@@ -20,7 +25,8 @@ class CompletionService:
     def __init__(self, protocols: dict, pool: AccountPool, max_attempts: int, refresh_wait: float) -> None:
         self.protocols, self.pool = protocols, pool
         self.max_attempts, self.refresh_wait = max_attempts, refresh_wait
-        self._cleanups: set[asyncio.Task] = set()
+        self._doomed: deque[tuple[str, Account, str]] = deque()
+        self._cleaners: set[asyncio.Task] = set()
 
     def protocol_for(self, account: Account, target: ChatTarget):
         return self.protocols[target.protocol or self.pool.protocol_of(account)]
@@ -61,11 +67,18 @@ class CompletionService:
         """Close the upstream stream; delete the chat in the background unless it is kept."""
         turn.close()
         if not turn.keep and turn.chat_id:
-            task = asyncio.ensure_future(self.protocols[turn.protocol].delete_chat_quietly(turn.account, turn.chat_id))
-            self._cleanups.add(task)
-            task.add_done_callback(self._cleanups.discard)
+            self._doomed.append((turn.protocol, turn.account, turn.chat_id))
+            if len(self._cleaners) < CLEANUP_WORKERS:
+                task = asyncio.ensure_future(self._clean())
+                self._cleaners.add(task)
+                task.add_done_callback(self._cleaners.discard)
+
+    async def _clean(self) -> None:
+        while self._doomed:
+            protocol, account, chat_id = self._doomed.popleft()
+            await self.protocols[protocol].delete_chat_quietly(account, chat_id)
 
     async def drain(self) -> None:
         """Wait for pending chat deletions (at shutdown)."""
-        if self._cleanups:
-            await asyncio.gather(*self._cleanups, return_exceptions=True)
+        while self._cleaners:
+            await asyncio.gather(*self._cleaners, return_exceptions=True)

@@ -11,21 +11,36 @@ from tests.kimi_emulator.state import EmulatorState
 from tests.kimi_emulator.tokens import AuthError
 
 
-class HangUp:
-    """Set when the client hangs up; a pause wakes at once on it.
+class Pacer:
+    """Paces a stream's events and wakes at once when the client hangs up (set()).
 
     One timer and one future per pause, not a task: the emulator pauses before every event of
     every stream, and its CPU is CPU the product under test does not get in a benchmark.
     """
 
+    CATCH_UP_LIMIT = 1.0   # later than this (a stall, not jitter), the schedule starts afresh
+
     def __init__(self) -> None:
         self.closed = False
         self._waiter: asyncio.Future | None = None
+        self._due: float | None = None
 
     def set(self) -> None:
         self.closed = True
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    async def pace(self, delay: float) -> bool:
+        """Wait until the next event is due, `delay` s after the previous one was due; True if the client hung up.
+
+        A schedule, not a sleep after each send: like a model producing tokens at a steady rate, the
+        stream keeps its pace when this process is slow to wake, instead of stretching by every delay.
+        """
+        now = asyncio.get_running_loop().time()
+        if self._due is None or now - self._due > self.CATCH_UP_LIMIT:
+            self._due = now
+        self._due += delay
+        return await self.pause(max(0.0, self._due - now))
 
     async def pause(self, seconds: float) -> bool:
         """Wait up to `seconds`; True if the client hung up (before or during the wait)."""
@@ -67,6 +82,11 @@ class EmulatorHandler(tornado.web.RequestHandler):
 
     def initialize(self, state: EmulatorState) -> None:
         self.state = state
+        stream = getattr(self.request.connection, "stream", None)
+        if stream is not None and not getattr(stream, "kimi_counted", False) and not self.request.path.startswith("/_admin"):
+            # One per TCP connection that carried a Kimi call: tells kept-alive reuse from a connection per call.
+            stream.kimi_counted = True
+            state.connections += 1
 
     def body_json(self) -> dict:
         if not self.request.body:

@@ -9,7 +9,7 @@ import orjson
 import tornado.iostream
 
 from tests.kimi_emulator import answers
-from tests.kimi_emulator.base import EmulatorHandler, HangUp
+from tests.kimi_emulator.base import EmulatorHandler, Pacer
 from tests.kimi_emulator.state import Chat
 from tests.kimi_emulator.tokens import AuthError, xid
 
@@ -57,12 +57,12 @@ class ConnectChatHandler(EmulatorHandler):
     endpoint = "connect_chat"
 
     def prepare(self) -> None:
-        self._closed = HangUp()
+        self._pacer = Pacer()
         self._offset = 0
         self._switches = self.state.faults.stream_switches()
 
     def on_connection_close(self) -> None:
-        self._closed.set()
+        self._pacer.set()
 
     async def post(self) -> None:
         request = _unframe(self.request.body)
@@ -177,7 +177,7 @@ class ConnectChatHandler(EmulatorHandler):
             "toolCallId": "web_search:1", "status": "STATUS_DONE", "contents": contents}}})
 
     async def _send(self, event: dict, same_offset: bool = False) -> None:
-        if self._closed.closed:
+        if self._pacer.closed:
             raise _Gone()
         if not same_offset:
             self._offset += 1
@@ -188,8 +188,8 @@ class ConnectChatHandler(EmulatorHandler):
 
     async def _write(self, data: bytes) -> None:
         switches = self._switches
-        if switches["event_delay"]:
-            await self._pause(switches["event_delay"])
+        if switches["event_delay"] and await self._pacer.pace(switches["event_delay"]):
+            raise _Gone()
         if switches["split_writes"]:
             # Cut inside the 5-byte header and again mid-payload.
             for piece in (data[:2], data[2:len(data) // 2], data[len(data) // 2:]):
@@ -214,7 +214,7 @@ class ConnectChatHandler(EmulatorHandler):
             pass
 
     async def _pause(self, seconds: float) -> None:
-        if await self._closed.pause(seconds):
+        if await self._pacer.pause(seconds):
             raise _Gone()
 
 

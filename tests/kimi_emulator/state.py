@@ -121,6 +121,7 @@ class EmulatorState:
         self.chats_deleted = 0
         self.open_streams = 0
         self.streams_closed_by_client = 0
+        self.connections = 0   # TCP connections that carried Kimi calls (admin calls not counted)
 
     def reset(self) -> None:
         """Forget everything (a new emulator)."""
@@ -149,6 +150,7 @@ class EmulatorState:
         return {**self.tokens.counters(), "live_chats": len(self.chats), "chats_created": self.chats_created,
                 "chats_deleted": self.chats_deleted, "open_streams": self.open_streams,
                 "streams_closed_by_client": self.streams_closed_by_client, "requests": dict(self.counts),
+                "connections": self.connections,
                 "research": self.research_usage(), "clock_offset": self.clock.offset}
 
     def research_usage(self) -> dict:

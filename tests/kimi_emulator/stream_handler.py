@@ -7,7 +7,7 @@ import asyncio
 import tornado.iostream
 
 from tests.kimi_emulator import answers
-from tests.kimi_emulator.base import EmulatorHandler, HangUp, KimiError
+from tests.kimi_emulator.base import EmulatorHandler, Pacer, KimiError
 from tests.kimi_emulator.state import Chat
 from tests.kimi_emulator.tokens import xid
 
@@ -22,10 +22,10 @@ class CompletionStreamHandler(EmulatorHandler):
     endpoint = "completion"
 
     def prepare(self) -> None:
-        self._closed = HangUp()
+        self._pacer = Pacer()
 
     def on_connection_close(self) -> None:
-        self._closed.set()
+        self._pacer.set()
 
     async def post(self, chat_id: str) -> None:
         body = self.body_json()
@@ -120,11 +120,11 @@ class CompletionStreamHandler(EmulatorHandler):
         await self._send({"event": "all_done"})
 
     async def _send(self, event: dict) -> None:
-        if self._closed.closed:
+        if self._pacer.closed:
             raise _ClientGone()
         delay = self._switches["event_delay"]
-        if delay:
-            await self._pause(delay)
+        if delay and await self._pacer.pace(delay):
+            raise _ClientGone()
         data = answers.frame(event)
         pieces = answers.split_frame(data) if self._switches["split_writes"] else [data]
         for piece in pieces:
@@ -134,5 +134,5 @@ class CompletionStreamHandler(EmulatorHandler):
                 await asyncio.sleep(0)  # let each piece leave as its own TCP segment
 
     async def _pause(self, seconds: float) -> None:
-        if await self._closed.pause(seconds):
+        if await self._pacer.pause(seconds):
             raise _ClientGone()
