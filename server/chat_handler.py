@@ -153,15 +153,24 @@ class ChatCompletionsHandler(ApiHandler):
         self.set_header("X-Accel-Buffering", "no")
         chunks = openai_format.ChunkFactory(choice.requested, include_usage, completion_id)
         content, reasoning = [], []
+        unsent = False
         try:
             await self._send(chunks.role())
             async for piece in turn.pieces(render_search=not choice.silent):
+                # Frames are buffered as they are translated and sent at each flush piece: one write per
+                # upstream read, however many events it held.
                 if piece.kind == "content":
                     content.append(piece.text)
-                    await self._send(chunks.delta({"content": piece.text}))
+                    self.write(chunks.delta({"content": piece.text}))
+                    unsent = True
                 elif piece.kind == "reasoning":
                     reasoning.append(piece.text)
-                    await self._send(chunks.delta({"reasoning_content": piece.text}))
+                    self.write(chunks.delta({"reasoning_content": piece.text}))
+                    unsent = True
+                elif piece.kind == "flush":
+                    if unsent:
+                        await self._flush_out()
+                        unsent = False
                 elif piece.kind == "keepalive":
                     await self._send(openai_format.KEEPALIVE)
                 elif piece.kind == "finish":
@@ -182,6 +191,10 @@ class ChatCompletionsHandler(ApiHandler):
 
     async def _send(self, frame: bytes, swallow: bool = False) -> None:
         self.write(frame)
+        await self._flush_out(swallow)
+
+    async def _flush_out(self, swallow: bool = False) -> None:
+        """Send what is buffered; raise StreamClosedError once the caller is gone (unless told to swallow it)."""
         try:
             await self.flush()
         except tornado.iostream.StreamClosedError:

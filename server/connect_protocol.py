@@ -13,8 +13,8 @@ from common.connect_frames import END_STREAM, FrameError, FrameParser, encode
 from server.errors import (ApiError, UpstreamAuthRejected, UpstreamChatGone, UpstreamError, UpstreamOverloaded,
                            UpstreamPaywall, UpstreamRefused, UpstreamStreamError, UpstreamThrottled, UpstreamTimeout)
 from server.upstream_http import HttpResponse
-from server.kimi_client import KimiClient, paced_chunks
-from server.turn import ChatTarget, Piece, SourceLines, Turn, TurnRequest
+from server.kimi_client import FLUSH, KimiClient, paced_chunks
+from server.turn import FLUSH_PIECE, ChatTarget, Piece, SourceLines, Turn, TurnRequest
 
 log = logging.getLogger("server.connect")
 
@@ -123,7 +123,7 @@ class ConnectTurn(Turn):
 
     async def read_until_chat(self) -> None:
         async for item in self._frames:
-            if item is None:
+            if item is None or item is FLUSH:
                 continue
             self._early.append(item)
             flags, message = item
@@ -138,7 +138,7 @@ class ConnectTurn(Turn):
                 return
         raise UpstreamError("Kimi's Chat stream ended before naming the chat")
 
-    async def _read_frames(self) -> AsyncIterator[tuple[int, dict] | None]:
+    async def _read_frames(self) -> AsyncIterator[tuple[int, dict] | dict | None]:
         async for chunk in paced_chunks(self._response, self._keepalive, self._idle):
             if chunk is None:
                 yield None
@@ -155,9 +155,10 @@ class ConnectTurn(Turn):
                     continue
                 self._seen.add(key)
                 yield flags, message
+            yield FLUSH
         raise UpstreamError("Kimi's Chat stream ended without its end-of-stream frame")
 
-    async def _all_frames(self) -> AsyncIterator[tuple[int, dict] | None]:
+    async def _all_frames(self) -> AsyncIterator[tuple[int, dict] | dict | None]:
         early, self._early = self._early, []
         for item in early:
             yield item
@@ -169,6 +170,9 @@ class ConnectTurn(Turn):
         async for item in self._all_frames():
             if item is None:
                 yield Piece("keepalive")
+                continue
+            if item is FLUSH:
+                yield FLUSH_PIECE
                 continue
             flags, message = item
             if flags & END_STREAM:

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 
 from common.config import Account
 from server.errors import ApiError, UpstreamError, UpstreamStreamError
-from server.kimi_client import KimiClient, KimiStream
+from server.kimi_client import FLUSH, KimiClient, KimiStream
 from server.kimi_files import refs_file_entry, upload
 from server.kimi_request import completion_body, continuation_body
-from server.turn import ChatTarget, Piece, SourceLines, Turn, TurnRequest
+from server.turn import FLUSH_PIECE, ChatTarget, Piece, SourceLines, Turn, TurnRequest
 
 log = logging.getLogger("server.rest")
 
@@ -83,6 +83,9 @@ class RestTurn(Turn):
             async for event in self._stream.events(self._owner.keepalive):
                 if event is None:
                     yield Piece("keepalive")
+                    continue
+                if event is FLUSH:
+                    yield FLUSH_PIECE
                     continue
                 kind, text = event.get("event"), event.get("text")
                 if kind == "req" and isinstance(event.get("id"), str):

@@ -34,10 +34,13 @@ class TurnRequest:
 
 @dataclass(frozen=True)
 class Piece:
-    """One translated upstream event: kind is content, reasoning, keepalive or finish."""
+    """One translated upstream event: kind is content, reasoning, keepalive, finish, or flush (send what you have)."""
 
     kind: str
     text: str = ""
+
+
+FLUSH_PIECE = Piece("flush")
 
 
 class Turn:
