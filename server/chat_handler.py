@@ -175,10 +175,11 @@ class ChatCompletionsHandler(ApiHandler):
                     await self._send(openai_format.KEEPALIVE)
                 elif piece.kind == "finish":
                     await self._answered(turn)
-                    await self._send(chunks.delta({}, finish_reason=piece.text))
+                    self.write(chunks.delta({}, finish_reason=piece.text))
+            # The last frames leave with the end of the response, in one write.
             if include_usage:
-                await self._send(chunks.usage(usage(prompt, "".join(content), "".join(reasoning))))
-            await self._send(openai_format.DONE)
+                self.write(chunks.usage(usage(prompt, "".join(content), "".join(reasoning))))
+            self.write(openai_format.DONE)
         except tornado.iostream.StreamClosedError:
             return
         except UpstreamError as exc:
