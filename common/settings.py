@@ -25,6 +25,7 @@ DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType({
         "host": "0.0.0.0",
         "port": 6867,
         "processes": 1,                   # server processes sharing the port; 0 means one per CPU core
+        "uvloop": True,                   # run on uvloop when it is installed (false: the standard asyncio loop)
         "max_body_bytes": 20_000_000,     # largest request body accepted (413 above)
         "idle_connection_timeout": 75.0,  # seconds a kept-alive client connection may sit idle
         "body_timeout": 60.0,             # seconds a client may take to send its request body

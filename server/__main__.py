@@ -15,6 +15,7 @@ import tornado.netutil
 from common.cli import add_common_arguments, open_config
 from common.errors import ConfigError
 from common.store import ConfigStore
+from server import event_loop
 from server.app import make_app
 from server.prefork import run_children
 from server.services import Services
@@ -49,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log.info("kimi-bridge server listening on http://%s:%d with %d process(es) (%d account(s), upstream %s)",
              host, port, processes, len(config.accounts), config.upstream["base_url"])
+    use_uvloop = bool(config.server["uvloop"])
     if processes == 1:
-        return asyncio.run(_serve(store, config, sockets))
-    return run_children(processes, lambda: asyncio.run(_serve(ConfigStore(store.path), config, sockets)))
+        return event_loop.run(_serve(store, config, sockets), use_uvloop)
+    return run_children(processes, lambda: event_loop.run(_serve(ConfigStore(store.path), config, sockets), use_uvloop))
 
 
 async def _serve(store: ConfigStore, config, sockets: list) -> int:
@@ -64,6 +66,7 @@ async def _serve(store: ConfigStore, config, sockets: list) -> int:
     server.add_sockets(sockets)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    log.info("serving on the %s event loop", "uvloop" if type(loop).__module__.startswith("uvloop") else "standard asyncio")
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()

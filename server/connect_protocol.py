@@ -119,7 +119,10 @@ class ConnectTurn(Turn):
         self._frames = self._read_frames()
 
     def close(self) -> None:
-        self._response.close()
+        if self.complete:
+            self._response.close_when_done()
+        else:
+            self._response.close()
 
     async def read_until_chat(self) -> None:
         async for item in self._frames:
@@ -179,6 +182,7 @@ class ConnectTurn(Turn):
                 _raise_end_stream(message)
                 if not produced:
                     raise UpstreamStreamError("Kimi returned an empty answer")
+                self.complete = True
                 yield Piece("finish", "stop")
                 return
             if isinstance(message.get("error"), dict):

@@ -136,6 +136,10 @@ class KimiStream:
     def close(self) -> None:
         self._response.close()
 
+    def close_when_done(self) -> None:
+        """The answer is complete: let the body end on its own, so the connection can be reused."""
+        self._response.close_when_done()
+
 
 async def paced_chunks(response: HttpResponse, poll: float, idle: float) -> AsyncIterator[bytes | None]:
     """Body chunks as they come; None after every `poll` s of silence (time for a keepalive).

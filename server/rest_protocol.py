@@ -73,7 +73,10 @@ class RestTurn(Turn):
         self._owner, self._stream, self._kimiplus_id = owner, stream, kimiplus_id
 
     def close(self) -> None:
-        self._stream.close()
+        if self.complete:
+            self._stream.close_when_done()
+        else:
+            self._stream.close()
 
     async def pieces(self, render_search: bool) -> AsyncIterator[Piece]:
         """The answer, continued past `length` caps; keepalives during silence; raise UpstreamError."""
@@ -114,12 +117,13 @@ class RestTurn(Turn):
             if outcome == "length" and segment_id and continuations < self._owner.max_continuations:
                 # Kimi stopped at its output cap: ask it to go on, seamlessly, a bounded number of times.
                 continuations += 1
-                self._stream.close()
+                self._stream.close_when_done()
                 self._stream = await self._owner.kimi.open_completion(
                     self.account.access_token, self.chat_id, continuation_body(segment_id, self._kimiplus_id))
                 continue
             if not produced:
                 raise UpstreamStreamError("Kimi returned an empty answer")
+            self.complete = True
             yield Piece("finish", outcome)
             return
 

@@ -51,6 +51,7 @@ class Turn:
     def __init__(self, account: Account, chat_id: str, keep: bool) -> None:
         self.account, self.chat_id, self.keep = account, chat_id, keep
         self.parent_id: str | None = None   # the assistant message id, for the next turn (Connect)
+        self.complete = False   # the whole answer is in: closing may let the upstream body end on its own
 
     def pieces(self, render_search: bool) -> AsyncIterator[Piece]:
         raise NotImplementedError

@@ -43,6 +43,7 @@ class HttpResponse:
         self._waiter: asyncio.Future | None = None
         self._ended = False
         self._error: Exception | None = None
+        self._discard = False   # set by close_when_done: the rest of the body is read and dropped
 
     async def next_chunk(self, timeout: float) -> bytes | None:
         """Body bytes received since the last call; None at the end.
@@ -79,6 +80,21 @@ class HttpResponse:
             out += chunk
         return bytes(out[:limit])
 
+    def close_when_done(self, grace: float = 2.0) -> None:
+        """We need no more of the body: keep the connection if the rest arrives within `grace` s, else drop it.
+
+        An answer's last event often comes a moment before the end of its HTTP body; aborting then
+        would throw away a connection that is about to be reusable.
+        """
+        connection = self._connection
+        if connection is None:
+            return
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._discard = True
+        connection.resume()
+        connection.grace_timer = asyncio.get_running_loop().call_later(grace, connection.abort)
+
     def close(self) -> None:
         """Abort: drop the connection now unless the body already came whole (then it is reused)."""
         connection, self._connection = self._connection, None
@@ -90,6 +106,8 @@ class HttpResponse:
     # Fed by the connection.
     def _feed(self, data: bytes) -> bool:
         """Queue body bytes for the reader; True when the reader is far enough behind to stop reading."""
+        if self._discard:
+            return False
         self._pending.append(data)
         self._pending_bytes += len(data)
         self._wake()
@@ -137,6 +155,7 @@ class _Connection(asyncio.Protocol):
         self._decoder = None
         self._paused = False
         self.answered = False     # a byte of the current response has arrived
+        self.grace_timer: asyncio.TimerHandle | None = None
 
     def send(self, request: bytes, method: str) -> HttpResponse:
         response = self._response = HttpResponse(self)
@@ -164,6 +183,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._cancel_grace()
         self._client.forget(self)
         response, self._response = self._response, None
         if response is None:
@@ -302,7 +322,13 @@ class _Connection(asyncio.Protocol):
             if tail:
                 response._feed(tail)
 
+    def _cancel_grace(self) -> None:
+        if self.grace_timer is not None:
+            self.grace_timer.cancel()
+            self.grace_timer = None
+
     def _complete(self) -> None:
+        self._cancel_grace()
         response, self._response = self._response, None
         self._flush_decoder(response)
         response._end()

@@ -277,3 +277,21 @@ def test_the_server_reuses_upstream_connections_unless_told_not_to(tmp_path, poo
             assert stats["connections"] >= calls, stats
     finally:
         stack.close()
+
+
+def test_closing_after_the_last_event_keeps_the_connection_when_the_body_ends_soon():
+    async def go():
+        client = HttpClient(CachingResolver(), 1.0, 30.0)
+        ends, hangs = (_Connection(client, ("http", "kimi.test", 80)) for _ in range(2))
+        for connection in (ends, hangs):
+            connection.connection_made(FakeTransport())
+            response = connection.send(b"", "GET")
+            connection.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nlast!\r\n")
+            assert await response.next_chunk(1.0) == b"last!"
+            response.close_when_done(grace=0.05)
+        ends.data_received(b"3\r\nxyz\r\n0\r\n\r\n")   # the rest, dropped unread
+        assert ends in client._idle[ends.key] and not ends.transport.aborted
+        while not hangs.transport.aborted:
+            await asyncio.sleep(0.01)   # polling a condition: the grace timer drops a body that never ends
+        assert hangs not in client._idle[hangs.key]
+    asyncio.run(asyncio.wait_for(go(), 30))
