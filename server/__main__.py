@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import signal
 import sys
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         error = ConfigError(store.path, "api_keys", "at least one key (clients send it as a Bearer token)")
         print(f"server: cannot use the config: {error}", file=sys.stderr)
         return 2
+    _raise_open_file_limit()
     host = args.host or config.server["host"]
     port = args.port if args.port is not None else config.server["port"]
     processes = args.processes if args.processes is not None else int(config.server["processes"])
@@ -54,6 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     if processes == 1:
         return event_loop.run(_serve(store, config, sockets), use_uvloop)
     return run_children(processes, lambda: event_loop.run(_serve(ConfigStore(store.path), config, sockets), use_uvloop))
+
+
+def _raise_open_file_limit() -> None:
+    """Take the hard limit on open files as the soft one: every open stream holds two descriptors,
+    and systemd's default soft limit (1024) would refuse connections at about 500 streams."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d: %s", soft, exc)
 
 
 async def _serve(store: ConfigStore, config, sockets: list) -> int:

@@ -11,7 +11,7 @@ from urllib.parse import SplitResult, urlsplit
 MAX_HEAD_BYTES = 64 << 10     # a response head longer than this is not Kimi's
 MAX_CHUNK_LINE = 1 << 10
 PAUSE_ABOVE = 1 << 20         # stop reading from Kimi while this much body waits for a slow reader
-MAX_IDLE_PER_HOST = 64
+MAX_IDLE_PER_HOST = 256   # enough for the connections a burst of finished answers hands back at once
 
 # Parser states.
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _UNTIL_CLOSE = range(7)
