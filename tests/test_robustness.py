@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench import loadgen
-from tests.helpers import ROOT, UPSTREAM_CODES, Stack, open_fds, rss_kb, wait_until
+from tests.helpers import UPSTREAM_CODES, Stack, open_fds, rss_kb, wait_until
 
 
 
@@ -154,6 +154,6 @@ def test_schemathesis_finds_no_server_error(fuzz_stack):
          "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
                      "response_schema_conformance,unsupported_method",
          "-H", f"Authorization: Bearer {Stack.API_KEY}", "-n", "25", "--request-timeout", "30", "--seed", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        cwd=fuzz_stack.tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "No issues found" in result.stdout
