@@ -15,8 +15,11 @@ from server.turn import ChatTarget, Turn, TurnRequest
 log = logging.getLogger("server.completion")
 
 # Chats are deleted by a few workers from a queue, not all at once: answers end in bursts, and a
-# burst of deletions would queue at Kimi ahead of the next answers' create-chat calls.
+# burst of deletions would queue at Kimi ahead of the next answers' create-chat calls. When
+# deletions fall behind the answers, more workers join, so the queue cannot grow without end.
 CLEANUP_WORKERS = 4
+CLEANUP_WORKERS_MAX = 64
+MAX_PENDING_DELETIONS = 10_000   # beyond this (Kimi not answering deletions) the oldest are given up
 
 
 class CompletionService:
@@ -27,6 +30,7 @@ class CompletionService:
         self.max_attempts, self.refresh_wait = max_attempts, refresh_wait
         self._doomed: deque[tuple[str, Account, str]] = deque()
         self._cleaners: set[asyncio.Task] = set()
+        self.deletions_given_up = 0
 
     def protocol_for(self, account: Account, target: ChatTarget):
         return self.protocols[target.protocol or self.pool.protocol_of(account)]
@@ -67,11 +71,23 @@ class CompletionService:
         """Close the upstream stream; delete the chat in the background unless it is kept."""
         turn.close()
         if not turn.keep and turn.chat_id:
+            if len(self._doomed) >= MAX_PENDING_DELETIONS:
+                _, account, chat_id = self._doomed.popleft()
+                self.deletions_given_up += 1
+                if self.deletions_given_up % 1000 == 1:
+                    log.warning("Kimi is not keeping up with chat deletions: gave up deleting %d chat(s) so far, "
+                                "latest %s of account %r", self.deletions_given_up, chat_id, account.name)
             self._doomed.append((turn.protocol, turn.account, turn.chat_id))
-            if len(self._cleaners) < CLEANUP_WORKERS:
+            wanted = min(CLEANUP_WORKERS_MAX, max(CLEANUP_WORKERS, len(self._doomed) // 4))
+            while len(self._cleaners) < wanted:
                 task = asyncio.ensure_future(self._clean())
                 self._cleaners.add(task)
                 task.add_done_callback(self._cleaners.discard)
+
+    @property
+    def pending_deletions(self) -> int:
+        """Chats waiting for a deletion worker."""
+        return len(self._doomed)
 
     async def _clean(self) -> None:
         while self._doomed:

@@ -34,6 +34,8 @@ class StatusHandler(ApiHandler):
             })
         self.send_json({"object": "status", "version": __version__, "pid": os.getpid(),
                         "uptime_seconds": int(time.time() - self.services.started),
+                        "pending_chat_deletions": self.services.completions.pending_deletions,
+                        "chat_deletions_given_up": self.services.completions.deletions_given_up,
                         "accounts": accounts})
 
 

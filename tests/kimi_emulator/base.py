@@ -127,7 +127,7 @@ class EmulatorHandler(tornado.web.RequestHandler):
         if fault is None:
             return True
         if fault.get("stall"):
-            await asyncio.sleep(float(fault["stall"]))
+            await self._stall(float(fault["stall"]))
             if not fault.get("proceed"):
                 # A hung upstream that finally drops the connection, having done nothing.
                 self.request.connection.stream.close()
@@ -140,6 +140,17 @@ class EmulatorHandler(tornado.web.RequestHandler):
             self.send_json(body, int(fault["status"]))
             return False
         return True
+
+    async def _stall(self, seconds: float) -> None:
+        """Sleep, counting how many calls of this endpoint are stalled at once (clients' concurrency)."""
+        stalled = self.state.stalled
+        stalled[self.endpoint] = stalled.get(self.endpoint, 0) + 1
+        self.state.max_stalled[self.endpoint] = max(self.state.max_stalled.get(self.endpoint, 0),
+                                                    stalled[self.endpoint])
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            stalled[self.endpoint] -= 1
 
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None))[1]

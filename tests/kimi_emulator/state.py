@@ -122,6 +122,8 @@ class EmulatorState:
         self.open_streams = 0
         self.streams_closed_by_client = 0
         self.connections = 0   # TCP connections that carried Kimi calls (admin calls not counted)
+        self.stalled: dict[str, int] = {}       # endpoint -> calls inside an injected stall now
+        self.max_stalled: dict[str, int] = {}   # endpoint -> the most at once
 
     def reset(self) -> None:
         """Forget everything (a new emulator)."""
@@ -150,7 +152,7 @@ class EmulatorState:
         return {**self.tokens.counters(), "live_chats": len(self.chats), "chats_created": self.chats_created,
                 "chats_deleted": self.chats_deleted, "open_streams": self.open_streams,
                 "streams_closed_by_client": self.streams_closed_by_client, "requests": dict(self.counts),
-                "connections": self.connections,
+                "connections": self.connections, "max_stalled": dict(self.max_stalled),
                 "research": self.research_usage(), "clock_offset": self.clock.offset}
 
     def research_usage(self) -> dict:
