@@ -19,6 +19,7 @@ log = logging.getLogger("server.completion")
 # deletions fall behind the answers, more workers join, so the queue cannot grow without end.
 CLEANUP_WORKERS = 4
 CLEANUP_WORKERS_MAX = 64
+QUEUED_PER_WORKER = 16           # past 4 workers, one more for every 16 chats waiting
 MAX_PENDING_DELETIONS = 10_000   # beyond this (Kimi not answering deletions) the oldest are given up
 
 
@@ -78,7 +79,7 @@ class CompletionService:
                     log.warning("Kimi is not keeping up with chat deletions: gave up deleting %d chat(s) so far, "
                                 "latest %s of account %r", self.deletions_given_up, chat_id, account.name)
             self._doomed.append((turn.protocol, turn.account, turn.chat_id))
-            wanted = min(CLEANUP_WORKERS_MAX, max(CLEANUP_WORKERS, len(self._doomed) // 4))
+            wanted = min(CLEANUP_WORKERS_MAX, max(CLEANUP_WORKERS, len(self._doomed) // QUEUED_PER_WORKER))
             while len(self._cleaners) < wanted:
                 task = asyncio.ensure_future(self._clean())
                 self._cleaners.add(task)

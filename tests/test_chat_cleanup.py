@@ -16,13 +16,13 @@ from tests.helpers import Stack, wait_until
 def test_deletions_that_fall_behind_get_more_workers_and_all_finish(tmp_path):
     stack = Stack(tmp_path)
     try:
-        # Every deletion takes a second: 48 answers at once leave a backlog that 4 workers would take 12 s on.
-        stack.emulator.fault("chat_delete", stall=1.0, proceed=True, times=48)
+        # Every deletion takes a second: 96 answers at once leave a backlog that 4 workers would take 24 s on.
+        stack.emulator.fault("chat_delete", stall=1.0, proceed=True, times=96)
         with ThreadPoolExecutor(48) as pool:
             replies = list(pool.map(lambda i: stack.post(
-                {"model": "kimi", "messages": [{"role": "user", "content": f"cleanup {i}"}]}), range(48)))
+                {"model": "kimi", "messages": [{"role": "user", "content": f"cleanup {i}"}]}), range(96)))
         assert all(r.status_code == 200 for r in replies)
-        wait_until(lambda: stack.emulator.stats()["chats_deleted"] == 48, 60, "every chat to be deleted")
+        wait_until(lambda: stack.emulator.stats()["chats_deleted"] == 96, 60, "every chat to be deleted")
         stats = stack.emulator.stats()
         assert completion_service.CLEANUP_WORKERS < stats["max_stalled"]["chat_delete"] \
             <= completion_service.CLEANUP_WORKERS_MAX, stats["max_stalled"]
@@ -62,6 +62,6 @@ def test_a_backlog_kimi_never_clears_is_bounded_and_said_once(monkeypatch, caplo
     with caplog.at_level(logging.WARNING, logger="server.completion"):
         service, workers = asyncio.run(go())
     assert service.deletions_given_up == 900
-    assert workers == 100 // 4   # more workers for a longer queue ...
+    assert workers == 100 // completion_service.QUEUED_PER_WORKER   # more workers for a longer queue ...
     assert service.pending_deletions == 100 - workers
     assert len([r for r in caplog.records if "gave up deleting" in r.getMessage()]) == 1   # ... and one warning
