@@ -11,8 +11,12 @@ from tests.kimi_emulator.state import EmulatorState
 from tests.kimi_emulator.tokens import AuthError
 
 
+class ClientGone(Exception):
+    """The client hung up in the middle of a stream."""
+
+
 class Pacer:
-    """Paces a stream's events and wakes at once when the client hangs up (set()).
+    """Paces a stream's events; raises ClientGone at once when the client hangs up (set()).
 
     One timer and one future per pause, not a task: the emulator pauses before every event of
     every stream, and its CPU is CPU the product under test does not get in a benchmark.
@@ -30,8 +34,13 @@ class Pacer:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def pace(self, delay: float) -> bool:
-        """Wait until the next event is due, `delay` s after the previous one was due; True if the client hung up.
+    def check(self) -> None:
+        """Raise ClientGone if the client has hung up."""
+        if self.closed:
+            raise ClientGone()
+
+    async def pace(self, delay: float) -> None:
+        """Wait until the next event is due, `delay` s after the previous one was due.
 
         A schedule, not a sleep after each send: like a model producing tokens at a steady rate, the
         stream keeps its pace when this process is slow to wake, instead of stretching by every delay.
@@ -40,12 +49,11 @@ class Pacer:
         if self._due is None or now - self._due > self.CATCH_UP_LIMIT:
             self._due = now
         self._due += delay
-        return await self.pause(max(0.0, self._due - now))
+        await self.pause(max(0.0, self._due - now))
 
-    async def pause(self, seconds: float) -> bool:
-        """Wait up to `seconds`; True if the client hung up (before or during the wait)."""
-        if self.closed:
-            return True
+    async def pause(self, seconds: float) -> None:
+        """Wait `seconds`; raise ClientGone if the client hangs up before or during the wait."""
+        self.check()
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
         timer = loop.call_later(seconds, _wake, waiter)
@@ -54,7 +62,7 @@ class Pacer:
         finally:
             timer.cancel()
             self._waiter = None
-        return self.closed
+        self.check()
 
 
 def _wake(waiter: asyncio.Future) -> None:
@@ -169,3 +177,13 @@ class EmulatorHandler(tornado.web.RequestHandler):
             self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
             return
         super()._handle_request_exception(e)
+
+
+class StreamingHandler(EmulatorHandler):
+    """A handler that streams paced events and notices at once when the client hangs up."""
+
+    def prepare(self) -> None:
+        self.pacer = Pacer()
+
+    def on_connection_close(self) -> None:
+        self.pacer.set()

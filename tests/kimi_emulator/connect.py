@@ -9,7 +9,7 @@ import orjson
 import tornado.iostream
 
 from tests.kimi_emulator import answers
-from tests.kimi_emulator.base import EmulatorHandler, Pacer
+from tests.kimi_emulator.base import ClientGone, EmulatorHandler, StreamingHandler
 from tests.kimi_emulator.state import Chat
 from tests.kimi_emulator.tokens import AuthError, xid
 
@@ -47,22 +47,15 @@ class ConnectError(Exception):
         return error
 
 
-class _Gone(Exception):
-    pass
-
-
-class ConnectChatHandler(EmulatorHandler):
+class ConnectChatHandler(StreamingHandler):
     """The server-streaming Chat RPC."""
 
     endpoint = "connect_chat"
 
     def prepare(self) -> None:
-        self._pacer = Pacer()
+        super().prepare()
         self._offset = 0
         self._switches = self.state.faults.stream_switches()
-
-    def on_connection_close(self) -> None:
-        self._pacer.set()
 
     async def post(self) -> None:
         request = _unframe(self.request.body)
@@ -95,7 +88,7 @@ class ConnectChatHandler(EmulatorHandler):
             await self._end(self.state.faults.connect["end_error"])
         except ConnectError as exc:
             await self._end(exc.body(), raw=True)
-        except (_Gone, tornado.iostream.StreamClosedError):
+        except (ClientGone, tornado.iostream.StreamClosedError):
             self.state.streams_closed_by_client += 1
         finally:
             self.state.open_streams -= 1
@@ -154,11 +147,11 @@ class ConnectChatHandler(EmulatorHandler):
         for index, piece in enumerate(answers.split_text(text, switches["chunks"])):
             if index == switches["cut_after"]:
                 self.request.connection.stream.close()
-                raise _Gone()
+                raise ClientGone()
             if index == switches["error_after"]:
                 raise ConnectError("internal", "Kimi 现在有点累了")
             if index == switches["stall_after"]:
-                await self._pause(switches["stall_seconds"])
+                await self.pacer.pause(switches["stall_seconds"])
             await self._send({"op": "append", "mask": "block.text.content",
                               "block": {"id": "0_1", "text": {"content": piece}}})
             reply["text"] += piece
@@ -177,8 +170,7 @@ class ConnectChatHandler(EmulatorHandler):
             "toolCallId": "web_search:1", "status": "STATUS_DONE", "contents": contents}}})
 
     async def _send(self, event: dict, same_offset: bool = False) -> None:
-        if self._pacer.closed:
-            raise _Gone()
+        self.pacer.check()
         if not same_offset:
             self._offset += 1
         data = frame({**event, "eventOffset": self._offset})
@@ -188,8 +180,8 @@ class ConnectChatHandler(EmulatorHandler):
 
     async def _write(self, data: bytes) -> None:
         switches = self._switches
-        if switches["event_delay"] and await self._pacer.pace(switches["event_delay"]):
-            raise _Gone()
+        if switches["event_delay"]:
+            await self.pacer.pace(switches["event_delay"])
         if switches["split_writes"]:
             # Cut inside the 5-byte header and again mid-payload.
             for piece in (data[:2], data[2:len(data) // 2], data[len(data) // 2:]):
@@ -212,10 +204,6 @@ class ConnectChatHandler(EmulatorHandler):
             await self.flush()
         except tornado.iostream.StreamClosedError:
             pass
-
-    async def _pause(self, seconds: float) -> None:
-        if await self._pacer.pause(seconds):
-            raise _Gone()
 
 
 def _unframe(body: bytes) -> dict | str:

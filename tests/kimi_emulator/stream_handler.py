@@ -7,25 +7,15 @@ import asyncio
 import tornado.iostream
 
 from tests.kimi_emulator import answers
-from tests.kimi_emulator.base import EmulatorHandler, Pacer, KimiError
+from tests.kimi_emulator.base import ClientGone, KimiError, StreamingHandler
 from tests.kimi_emulator.state import Chat
 from tests.kimi_emulator.tokens import xid
 
 
-class _ClientGone(Exception):
-    pass
-
-
-class CompletionStreamHandler(EmulatorHandler):
+class CompletionStreamHandler(StreamingHandler):
     """Streams one answer; one stream per chat (or per user) at a time."""
 
     endpoint = "completion"
-
-    def prepare(self) -> None:
-        self._pacer = Pacer()
-
-    def on_connection_close(self) -> None:
-        self._pacer.set()
 
     async def post(self, chat_id: str) -> None:
         body = self.body_json()
@@ -48,7 +38,7 @@ class CompletionStreamHandler(EmulatorHandler):
         self.state.open_streams += 1
         try:
             await self._stream(chat, body, text)
-        except (_ClientGone, tornado.iostream.StreamClosedError):
+        except (ClientGone, tornado.iostream.StreamClosedError):
             self.state.streams_closed_by_client += 1
         finally:
             chat.streaming = False
@@ -109,7 +99,7 @@ class CompletionStreamHandler(EmulatorHandler):
                     "detail": "runtime error: injected by the emulator"}})
                 return
             if index == switches["stall_after"]:
-                await self._pause(switches["stall_seconds"])
+                await self.pacer.pause(switches["stall_seconds"])
             await self._send({"event": "cmpl", "text": piece, "idx_s": 0, "idx_z": 0, "view": "cmpl"})
         chat.history.append({"role": "assistant", "content": sent})
         if switches["rename"] and sum(1 for m in chat.history if m["role"] == "assistant") == 1:
@@ -120,11 +110,9 @@ class CompletionStreamHandler(EmulatorHandler):
         await self._send({"event": "all_done"})
 
     async def _send(self, event: dict) -> None:
-        if self._pacer.closed:
-            raise _ClientGone()
-        delay = self._switches["event_delay"]
-        if delay and await self._pacer.pace(delay):
-            raise _ClientGone()
+        self.pacer.check()
+        if self._switches["event_delay"]:
+            await self.pacer.pace(self._switches["event_delay"])
         data = answers.frame(event)
         pieces = answers.split_frame(data) if self._switches["split_writes"] else [data]
         for piece in pieces:
@@ -132,7 +120,3 @@ class CompletionStreamHandler(EmulatorHandler):
             await self.flush()
             if len(pieces) > 1:
                 await asyncio.sleep(0)  # let each piece leave as its own TCP segment
-
-    async def _pause(self, seconds: float) -> None:
-        if await self._pacer.pause(seconds):
-            raise _ClientGone()
