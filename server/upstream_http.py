@@ -217,13 +217,9 @@ class _Connection(asyncio.Protocol):
         while self._response is not None and buffer:
             state = self._state
             if state == _HEAD:
-                end = buffer.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(buffer) > MAX_HEAD_BYTES:
-                        raise ValueError("the response head is too long")
+                head = _take_through(buffer, b"\r\n\r\n", MAX_HEAD_BYTES, "the response head")
+                if head is None:
                     return
-                head = bytes(buffer[:end])
-                del buffer[:end + 4]
                 self._head(head)
             elif state == _LENGTH or state == _CHUNK_DATA:
                 take = min(self._remaining, len(buffer))
@@ -237,13 +233,10 @@ class _Connection(asyncio.Protocol):
                     else:
                         self._state = _CHUNK_END
             elif state == _CHUNK_SIZE:
-                end = buffer.find(b"\r\n")
-                if end < 0:
-                    if len(buffer) > MAX_CHUNK_LINE:
-                        raise ValueError("a chunk size line is too long")
+                line = _take_through(buffer, b"\r\n", MAX_CHUNK_LINE, "a chunk size line")
+                if line is None:
                     return
-                size = int(bytes(buffer[:end]).split(b";", 1)[0].strip() or b"x", 16)
-                del buffer[:end + 2]
+                size = int(line.split(b";", 1)[0].strip() or b"x", 16)
                 if size < 0:
                     raise ValueError("a negative chunk size")
                 self._remaining, self._state = size, (_CHUNK_DATA if size else _TRAILER)
@@ -255,11 +248,10 @@ class _Connection(asyncio.Protocol):
                 del buffer[:2]
                 self._state = _CHUNK_SIZE
             elif state == _TRAILER:
-                end = buffer.find(b"\r\n")
-                if end < 0:
+                line = _take_through(buffer, b"\r\n", MAX_HEAD_BYTES, "a trailer line")
+                if line is None:
                     return
-                del buffer[:end + 2]
-                if end == 0:
+                if not line:
                     self._complete()
             else:   # _UNTIL_CLOSE
                 data = bytes(buffer)
@@ -446,6 +438,18 @@ class HttpClient:
                 except OSError as exc:
                     error = exc
         raise error
+
+
+def _take_through(buffer: bytearray, end: bytes, limit: int, what: str) -> bytes | None:
+    """Cut what precedes `end` off the buffer (dropping `end` too); None while it is still coming."""
+    at = buffer.find(end)
+    if at < 0:
+        if len(buffer) > limit:
+            raise ValueError(f"{what} is too long")
+        return None
+    taken = bytes(buffer[:at])
+    del buffer[:at + len(end)]
+    return taken
 
 
 def _request_bytes(method: str, parts: SplitResult, headers: dict, body: bytes) -> bytes:

@@ -101,6 +101,8 @@ def test_every_framing_parses_whole_in_any_split(name, cuts):
     (b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n", "negative Content-Length"),
     (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nnope", "compressed body is corrupt"),
     (b"HTTP/1.1 200 OK\r\nX: " + b"a" * (70 << 10), "head is too long"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1" * 2000, "chunk size line is too long"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: " + b"a" * (70 << 10), "trailer line is too long"),
 ])
 def test_a_broken_answer_is_a_connection_error_and_drops_the_connection(raw, why):
     async def go():
