@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import zlib
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ MAX_HEAD_BYTES = 64 << 10     # a response head longer than this is not Kimi's
 MAX_CHUNK_LINE = 1 << 10
 PAUSE_ABOVE = 1 << 20         # stop reading from Kimi while this much body waits for a slow reader
 MAX_IDLE_PER_HOST = 256   # enough for the connections a burst of finished answers hands back at once
+_LINE_BREAK = re.compile("[\r\n\0]")   # in a header, these would let it smuggle another header or request
 
 # Parser states.
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _UNTIL_CLOSE = range(7)
@@ -454,13 +456,12 @@ def _take_through(buffer: bytearray, end: bytes, limit: int, what: str) -> bytes
 
 def _request_bytes(method: str, parts: SplitResult, headers: dict, body: bytes) -> bytes:
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc.rpartition('@')[2]}"]
-    for name, value in headers.items():
-        value = str(value)
-        if any(c in value or c in name for c in "\r\n\0"):
-            raise UnsendableRequest(f"the {name} header holds a line break")
-        lines.append(f"{name}: {value}")
-    lines.append(f"Content-Length: {len(body)}")
+    fields = [f"{name}: {value}" for name, value in headers.items()]
+    if _LINE_BREAK.search("".join(fields)):   # one scan of all headers: this runs for every call to Kimi
+        name = next(name for name, value in headers.items() if _LINE_BREAK.search(f"{name}{value}"))
+        raise UnsendableRequest(f"the {name} header holds a line break")
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc.rpartition('@')[2]}", *fields,
+             f"Content-Length: {len(body)}"]
     try:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
     except UnicodeEncodeError:

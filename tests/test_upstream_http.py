@@ -148,9 +148,13 @@ def test_header_values_cannot_smuggle_lines():
     head = _request_bytes("POST", parts, {"Authorization": "Bearer t"}, b"{}")
     assert head.startswith(b"POST /api/chat?x=1 HTTP/1.1\r\nHost: kimi.test:8080\r\n")
     assert head.endswith(b"Content-Length: 2\r\n\r\n{}")
-    for bad in ("t\r\nX-Injected: 1", "t\nX", "t\0", "tök€n"):
-        with pytest.raises(UnsendableRequest):
-            _request_bytes("POST", parts, {"Authorization": bad}, b"")
+    for bad in ("t\r\nX-Injected: 1", "t\nX", "t\rX", "t\0", "tök€n"):
+        with pytest.raises(UnsendableRequest) as caught:
+            _request_bytes("POST", parts, {"Accept": "*/*", "Authorization": bad}, b"")
+        assert "Authorization" in str(caught.value) or "character" in str(caught.value)
+        assert bad not in str(caught.value)
+    with pytest.raises(UnsendableRequest, match="X-Bad"):
+        _request_bytes("POST", parts, {"Accept": "*/*", "X-Bad\r\nX-Injected": "1"}, b"")
 
 
 class ScriptedServer:
