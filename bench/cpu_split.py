@@ -1,4 +1,4 @@
-"""python -m bench.cpu_split [CONCURRENCY] [COUNT] [CHUNKS] [EVENT_DELAY]: CPU per answer of each process.
+"""python -m bench.cpu_split [CONCURRENCY] [COUNT] [CHUNKS] [EVENT_DELAY] [rest|connect]: CPU per answer of each process.
 
 Runs the streaming load direct and through kimi-bridge twice each and prints, per run, the
 throughput, latency and the CPU milliseconds per answer spent by the emulator, the server and
@@ -25,8 +25,9 @@ def _own_cpu() -> float:
 def main(argv: list[str]) -> int:
     concurrency, count = int(argv[0]) if argv else 50, int(argv[1]) if len(argv) > 1 else 500
     chunks, delay = int(argv[2]) if len(argv) > 2 else 20, float(argv[3]) if len(argv) > 3 else 0.01
+    protocol = argv[4] if len(argv) > 4 else "rest"
     with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(Path(tmp))
+        stack = Stack(Path(tmp), protocol=protocol)
         try:
             shape_stream(stack, chunks, delay)
             through_server(stack, 10, 50)   # warm up

@@ -10,6 +10,10 @@ from dataclasses import dataclass
 import orjson
 
 
+# A byte string that first appears in the frame carrying the answer's first text.
+FIRST_TOKEN = {"openai": b'"delta":{"content":"', "kimi": b'"event":"cmpl"', "connect": b'"block.text.content"'}
+
+
 @dataclass
 class Result:
     """One request: status, whether the answer came whole, its text, and its timings (seconds)."""
@@ -24,10 +28,11 @@ class Result:
 
 async def request(host: str, port: int, path: str, body: bytes, headers: dict, *, dialect: str,
                   timeout: float) -> Result:
-    """POST `body` and read the whole answer. dialect: "openai" (our API) or "kimi" (the emulator's SSE)."""
+    """POST `body` and read the whole answer. dialect: "openai" (our API), "kimi" (the emulator's REST SSE) or
+    "connect" (the emulator's Connect Chat stream; `headers` then carry its content type)."""
     result = Result()
     start = time.perf_counter()
-    marker = b'"delta":{"content":"' if dialect == "openai" else b'"event":"cmpl"'
+    marker = FIRST_TOKEN[dialect]
     try:
         await asyncio.wait_for(_exchange(host, port, path, body, headers, marker, dialect, result, start), timeout)
     except asyncio.TimeoutError:
@@ -41,8 +46,9 @@ async def request(host: str, port: int, path: str, body: bytes, headers: dict, *
 async def _exchange(host, port, path, body, headers, marker, dialect, result: Result, start: float) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        head = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Content-Type: application/json",
-                f"Content-Length: {len(body)}", "Connection: close", *(f"{k}: {v}" for k, v in headers.items())]
+        headers = {"Content-Type": "application/json", **headers}
+        head = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}", "Connection: close",
+                *(f"{k}: {v}" for k, v in headers.items())]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
         await writer.drain()
         status_line = await reader.readuntil(b"\r\n")
@@ -73,6 +79,9 @@ async def _body(reader: asyncio.StreamReader, chunked: bool):
 
 
 def _parse(data: bytes, dialect: str, result: Result) -> None:
+    if dialect == "connect" and result.status == 200:
+        _parse_connect(data, result)
+        return
     if not data.startswith(b"data:") and not data.startswith(b":"):
         try:
             body = orjson.loads(data)
@@ -130,3 +139,20 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+def _parse_connect(data: bytes, result: Result) -> None:
+    """Connect envelopes: text appends, the `done` event, and the end-of-stream frame (an error, or none)."""
+    texts, at = [], 0
+    while at + 5 <= len(data):
+        flags, length = data[at], int.from_bytes(data[at + 1:at + 5], "big")
+        message = orjson.loads(data[at + 5:at + 5 + length])
+        at += 5 + length
+        if flags & 0x02:
+            if message.get("error"):
+                result.error, result.complete = str(message["error"].get("code")), False
+        elif message.get("mask") == "block.text.content":
+            texts.append(message["block"]["text"]["content"])
+        elif "done" in message:
+            result.complete = True
+    result.text = "".join(texts)

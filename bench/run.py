@@ -21,6 +21,10 @@ import orjson
 import requests
 
 from bench import loadgen
+from common.connect_frames import encode
+from server.connect_protocol import CHAT_PATH, chat_request
+from server.models import resolve_model
+from server.turn import ChatTarget, TurnRequest
 from tests.helpers import Stack, child_env, cpu_seconds, read_json, rss_kb, spawn, stop, wait_until, write_json
 
 KEY = {"Authorization": f"Bearer {Stack.API_KEY}"}
@@ -58,6 +62,8 @@ def through_server(stack: Stack, concurrency: int, count: int, stream: bool = Tr
 
 def direct(stack: Stack, concurrency: int, count: int) -> dict:
     """The baseline: the same load sent straight to the emulator's completion endpoint (one chat per worker)."""
+    if stack.protocol == "connect":
+        return _direct_connect(stack, concurrency, count)
     access = stack.accounts[0]["access_token"]
     auth = {"Authorization": f"Bearer {access}"}
     chats = [requests.post(stack.emulator.url + "/api/chat", json={"name": "bench"}, headers=auth, timeout=10).json()["id"]
@@ -80,6 +86,19 @@ def direct(stack: Stack, concurrency: int, count: int) -> dict:
         return await _timed(loadgen.run(make, concurrency, count=count))
     results, wall = asyncio.run(go())
     return _summary(results, wall)
+
+
+def _direct_connect(stack: Stack, concurrency: int, count: int) -> dict:
+    """Connect's completion endpoint is the Chat RPC, which makes its chat itself: the very call kimi-bridge sends."""
+    results, wall = asyncio.run(_timed(loadgen.run(lambda i: _connect_call(stack, i), concurrency, count=count)))
+    return _summary(results, wall)
+
+
+def _connect_call(stack: Stack, i: int):
+    headers = {"Authorization": f"Bearer {stack.accounts[0]['access_token']}",
+               "Content-Type": "application/connect+json", "Connect-Protocol-Version": "1"}
+    body = encode(chat_request(TurnRequest(f"b{i}", resolve_model("kimi")), ChatTarget()))
+    return loadgen.request("127.0.0.1", stack.emulator.port, CHAT_PATH, body, headers, dialect="connect", timeout=120)
 
 
 def _row(name: str, base: dict, ours: dict) -> str:
@@ -108,25 +127,27 @@ STREAMING_ROUNDS = 3   # each load runs direct then through kimi-bridge this man
 
 
 def bench_streaming(tmp: Path, report: dict) -> str:
-    stack = Stack(tmp / "streaming")
-    try:
-        shape_stream(stack, 20, 0.01)
-        through_server(stack, 10, 50)   # warm up
-        rows, summary = [], ["| load | ratio per round | median ratio | median p50 added ms |", "|---|---|---|---|"]
-        for concurrency, count in ((1, 40), (50, 500), (200, 1200)):
-            rounds = []
-            for n in range(STREAMING_ROUNDS):
-                base, ours = direct(stack, concurrency, count), through_server(stack, concurrency, count)
-                rounds.append({"direct": base, "bridge": ours})
-                rows.append(_row(f"c={concurrency}, {count} streams, round {n + 1}", base, ours))
-            report[f"streaming_c{concurrency}"] = rounds
-            ratios = [r["bridge"]["throughput"] / r["direct"]["throughput"] for r in rounds]
-            added = [r["bridge"]["p50_ms"] - r["direct"]["p50_ms"] for r in rounds]
-            summary.append(f"| c={concurrency} | {', '.join(f'{x:.2f}x' for x in ratios)} | **{statistics.median(ratios):.2f}x** "
-                           f"| {statistics.median(added):+.1f} |")
-        return "\n".join([HEADER, *rows, "", *summary])
-    finally:
-        stack.close()
+    """Both protocols: REST needs a create-chat call before each completion, Connect's Chat call makes its own chat."""
+    rows, summary = [], ["| protocol | load | ratio per round | median ratio | median p50 added ms |", "|---|---|---|---|---|"]
+    for protocol in ("rest", "connect"):
+        stack = Stack(tmp / f"streaming-{protocol}", protocol=protocol)
+        try:
+            shape_stream(stack, 20, 0.01)
+            through_server(stack, 10, 50)   # warm up
+            for concurrency, count in ((1, 40), (50, 500), (200, 1200)):
+                rounds = []
+                for n in range(STREAMING_ROUNDS):
+                    base, ours = direct(stack, concurrency, count), through_server(stack, concurrency, count)
+                    rounds.append({"direct": base, "bridge": ours})
+                    rows.append(_row(f"{protocol}, c={concurrency}, {count} streams, round {n + 1}", base, ours))
+                report[f"streaming_{protocol}_c{concurrency}"] = rounds
+                ratios = [r["bridge"]["throughput"] / r["direct"]["throughput"] for r in rounds]
+                added = [r["bridge"]["p50_ms"] - r["direct"]["p50_ms"] for r in rounds]
+                summary.append(f"| {protocol} | c={concurrency} | {', '.join(f'{x:.2f}x' for x in ratios)} "
+                               f"| **{statistics.median(ratios):.2f}x** | {statistics.median(added):+.1f} |")
+        finally:
+            stack.close()
+    return "\n".join([HEADER, *rows, "", *summary])
 
 
 def bench_overhead(tmp: Path, report: dict, processes: int = 1, label: str = "overhead") -> str:
