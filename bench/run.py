@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +26,8 @@ from common.connect_frames import encode
 from server.connect_protocol import CHAT_PATH, chat_request
 from server.models import resolve_model
 from server.turn import ChatTarget, TurnRequest
-from tests.helpers import Stack, child_env, cpu_seconds, read_json, rss_kb, spawn, stop, wait_until, write_json
+from tests.helpers import (Stack, child_env, cpu_seconds, free_port, read_json, rss_kb, spawn, stop, wait_until,
+                           write_json)
 
 KEY = {"Authorization": f"Bearer {Stack.API_KEY}"}
 
@@ -60,15 +62,16 @@ def through_server(stack: Stack, concurrency: int, count: int, stream: bool = Tr
     return _summary(results, wall)
 
 
-def direct(stack: Stack, concurrency: int, count: int) -> dict:
-    """The baseline: the same load sent straight to the emulator's completion endpoint (one chat per worker)."""
+def direct(stack: Stack, concurrency: int, count: int, port: int | None = None) -> dict:
+    """The baseline: the same load sent straight to the emulator's completion endpoint (one chat per worker);
+    `port` sends it through something listening there instead (the byte relay)."""
     if stack.protocol == "connect":
         return _direct_connect(stack, concurrency, count)
     access = stack.accounts[0]["access_token"]
     auth = {"Authorization": f"Bearer {access}"}
     chats = [requests.post(stack.emulator.url + "/api/chat", json={"name": "bench"}, headers=auth, timeout=10).json()["id"]
              for _ in range(concurrency)]
-    port = stack.emulator.port
+    port = port or stack.emulator.port
 
     async def go():
         pool: asyncio.Queue = asyncio.Queue()
@@ -148,6 +151,30 @@ def bench_streaming(tmp: Path, report: dict) -> str:
         finally:
             stack.close()
     return "\n".join([HEADER, *rows, "", *summary])
+
+
+def bench_floor(tmp: Path, report: dict) -> str:
+    """What any proxy costs here: the c=200 streaming load direct, through a byte relay, and through kimi-bridge."""
+    stack = Stack(tmp / "floor")
+    relay_port = free_port()
+    relay = spawn("bench.relay", str(relay_port), str(stack.emulator.port), stdout=subprocess.PIPE)
+    try:
+        if relay.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the byte relay did not start")
+        shape_stream(stack, 20, 0.01)
+        through_server(stack, 10, 50)   # warm up
+        rows, rounds = [], []
+        for n in range(STREAMING_ROUNDS):
+            base = direct(stack, 200, 1200)
+            relayed, ours = direct(stack, 200, 1200, port=relay_port), through_server(stack, 200, 1200)
+            rounds.append({"direct": base, "relay": relayed, "bridge": ours})
+            rows += [_row(f"c=200, round {n + 1}: byte relay", base, relayed),
+                     _row(f"c=200, round {n + 1}: kimi-bridge (REST)", base, ours)]
+        report["floor_c200"] = rounds
+        return "\n".join([HEADER.replace("kimi-bridge", "through"), *rows])
+    finally:
+        stop(relay)
+        stack.close()
 
 
 def bench_overhead(tmp: Path, report: dict, processes: int = 1, label: str = "overhead") -> str:
@@ -263,7 +290,7 @@ def bench_refresher(tmp: Path, report: dict) -> str:
     return "\n".join(rows)
 
 
-BENCHES = {"streaming": bench_streaming, "overhead": bench_overhead, "first_token": bench_first_token,
+BENCHES = {"streaming": bench_streaming, "floor": bench_floor, "overhead": bench_overhead, "first_token": bench_first_token,
            "memory": bench_memory, "scaling": None, "refresher": bench_refresher}
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 
 import pytest
 
 from bench import loadgen
 from bench.run import BENCH_ANSWER, _connect_call, direct, shape_stream, through_server
 from common.connect_frames import END_STREAM, encode
-from tests.helpers import Stack
+from tests.helpers import Stack, free_port, spawn, stop
 
 
 @pytest.mark.parametrize("protocol", ["rest", "connect"])
@@ -46,4 +47,20 @@ def test_the_connect_baseline_answers_with_the_benchmark_text(tmp_path):
         assert result.complete and result.text == BENCH_ANSWER
         assert result.first_token is not None
     finally:
+        stack.close()
+
+
+def test_the_byte_relay_passes_whole_answers_through(tmp_path):
+    stack = Stack(tmp_path)
+    port = free_port()
+    relay = spawn("bench.relay", str(port), str(stack.emulator.port), stdout=subprocess.PIPE)
+    try:
+        assert relay.stdout.readline().strip() == b"ready"
+        shape_stream(stack, 3, 0)
+        summary = direct(stack, 3, 9, port=port)
+        assert (summary["requests"], summary["errors"]) == (9, 0)
+        stop(relay)
+        assert direct(stack, 1, 2, port=port)["errors"] == 2   # so the answers above did come through the relay
+    finally:
+        stop(relay)
         stack.close()
