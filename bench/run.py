@@ -166,12 +166,15 @@ def bench_floor(tmp: Path, report: dict) -> str:
         rows, rounds = [], []
         for n in range(STREAMING_ROUNDS):
             base = direct(stack, 200, 1200)
-            relayed, ours = direct(stack, 200, 1200, port=relay_port), through_server(stack, 200, 1200)
-            rounds.append({"direct": base, "relay": relayed, "bridge": ours})
-            rows += [_row(f"c=200, round {n + 1}: byte relay", base, relayed),
-                     _row(f"c=200, round {n + 1}: kimi-bridge (REST)", base, ours)]
+            paths = {"direct": base, "byte relay": direct(stack, 200, 1200, port=relay_port),
+                     "kimi-bridge (REST)": through_server(stack, 200, 1200)}
+            rounds.append(paths)
+            rows += [f"| {n + 1} | {name} | {r['throughput']:.1f} | **{r['throughput'] / base['throughput']:.2f}x** "
+                     f"| {r['p50_ms']:.1f} | {r['ttft_p50_ms']:.1f} | {r['p50_ms'] - r['ttft_p50_ms']:.1f} | {r['errors']} |"
+                     for name, r in paths.items()]
         report["floor_c200"] = rounds
-        return "\n".join([HEADER.replace("kimi-bridge", "through"), *rows])
+        return "\n".join(["| round | path | req/s | ratio | p50 ms | TTFT p50 ms | p50 − TTFT p50 ms | errors |",
+                          "|---|---|---|---|---|---|---|---|", *rows])
     finally:
         stop(relay)
         stack.close()
