@@ -140,6 +140,7 @@ class ChatCompletionsHandler(ApiHandler):
                 elif piece.kind == "finish":
                     finish = piece.text
         except UpstreamError as exc:
+            await self.services.completions.broke(turn, exc)
             raise exc.to_api_error() from None
         text, thought = "".join(content), "".join(reasoning)
         await self._answered(turn)
@@ -183,6 +184,7 @@ class ChatCompletionsHandler(ApiHandler):
         except tornado.iostream.StreamClosedError:
             return
         except UpstreamError as exc:
+            await self.services.completions.broke(turn, exc)
             if self._client_gone:
                 return
             # Headers are out: the error goes in a frame, and no [DONE] follows a broken answer.

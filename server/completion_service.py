@@ -68,6 +68,11 @@ class CompletionService:
                        "refresh. Check the refresher's log.", type="server_error", code="no_available_account",
                        headers={"Retry-After": "30"})
 
+    async def broke(self, turn: Turn, error: UpstreamError) -> None:
+        """An answer failed after it started: a token Kimi refused mid-answer goes to the refresher too."""
+        if isinstance(error, UpstreamAuthRejected):
+            await self.pool.report_rejected(turn.account)
+
     def dispose(self, turn: Turn) -> None:
         """Close the upstream stream; delete the chat in the background unless it is kept."""
         turn.close()

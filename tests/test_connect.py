@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from common.connect_frames import END_STREAM, FrameError, FrameParser, encode
-from tests.helpers import Stack, read_json, write_json
+from tests.helpers import Stack, read_json, wait_until, write_json
 from tests.kimi_emulator.tokens import mint_jwt
 
 USER = [{"role": "user", "content": "hello"}]
@@ -71,7 +71,6 @@ def test_the_emulator_takes_snake_and_camel_case_and_empty_ids(connect):
     ({"code": "permission_denied"}, 502, "upstream_error"),
     ({"code": "unavailable"}, 502, "upstream_error"),
     ({"code": "deadline_exceeded"}, 504, "upstream_timeout"),
-    ({"code": "unauthenticated"}, 502, "upstream_auth_failed"),
 ])
 def test_errors_after_done_are_never_taken_for_success(connect, end_error, status, code):
     connect.emulator.admin("connect", {"end_error": end_error})
@@ -81,6 +80,23 @@ def test_errors_after_done_are_never_taken_for_success(connect, end_error, statu
     assert b"[DONE]" not in frames[-1] and orjson.loads(frames[-1][6:])["error"]["code"] == code
     if code == "rate_limit_exceeded":
         assert int(response.headers["Retry-After"]) > 0
+
+
+def test_a_token_refused_mid_answer_goes_to_the_refresher_at_once(tmp_path):
+    stack = Stack(tmp_path, protocol="connect", refresher=True)
+    try:
+        stack.emulator.admin("connect", {"end_error": {"code": "unauthenticated"}})
+        response = stack.post({"model": "kimi", "messages": USER})
+        assert response.status_code == 502 and response.json()["error"]["code"] == "upstream_auth_failed"
+        # Tokens live 900 s here: only the report can make the refresher act now.
+        wait_until(lambda: stack.emulator.stats()["refresh_ok"] >= 1, what="the refused token to be replaced")
+        frames = [f for f in stack.post({"model": "kimi", "messages": USER, "stream": True}).content.split(b"\n\n") if f]
+        assert orjson.loads(frames[-1][6:])["error"]["code"] == "upstream_auth_failed"
+        wait_until(lambda: stack.emulator.stats()["refresh_ok"] >= 2, what="the refused token to be replaced")
+        stack.emulator.admin("connect", {"end_error": None})
+        assert stack.post({"model": "kimi", "messages": USER}).json()["choices"][0]["message"]["content"] == ANSWER
+    finally:
+        stack.close()
 
 
 @pytest.mark.parametrize("code,status,api_code", [
