@@ -1,4 +1,4 @@
-"""python -m bench.cpu_split [CONCURRENCY] [COUNT] [CHUNKS] [EVENT_DELAY] [rest|connect]: CPU per answer of each process.
+"""python -m bench.cpu_split [CONCURRENCY] [COUNT] [CHUNKS] [EVENT_DELAY] [rest|connect]: CPU per answer per process.
 
 Runs the streaming load direct and through kimi-bridge twice each and prints, per run, the
 throughput, latency and the CPU milliseconds per answer spent by the emulator, the server and

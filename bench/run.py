@@ -66,7 +66,7 @@ def direct(stack: Stack, concurrency: int, count: int, port: int | None = None) 
     """The baseline: the same load sent straight to the emulator's completion endpoint (one chat per worker);
     `port` sends it through something listening there instead (the byte relay)."""
     if stack.protocol == "connect":
-        return _direct_connect(stack, concurrency, count)
+        return _direct_connect(stack, concurrency, count, port)
     access = stack.accounts[0]["access_token"]
     auth = {"Authorization": f"Bearer {access}"}
     chats = [requests.post(stack.emulator.url + "/api/chat", json={"name": "bench"}, headers=auth, timeout=10).json()["id"]
@@ -91,17 +91,18 @@ def direct(stack: Stack, concurrency: int, count: int, port: int | None = None) 
     return _summary(results, wall)
 
 
-def _direct_connect(stack: Stack, concurrency: int, count: int) -> dict:
+def _direct_connect(stack: Stack, concurrency: int, count: int, port: int | None) -> dict:
     """Connect's completion endpoint is the Chat RPC, which makes its chat itself: the very call kimi-bridge sends."""
-    results, wall = asyncio.run(_timed(loadgen.run(lambda i: _connect_call(stack, i), concurrency, count=count)))
+    results, wall = asyncio.run(_timed(loadgen.run(lambda i: _connect_call(stack, i, port), concurrency, count=count)))
     return _summary(results, wall)
 
 
-def _connect_call(stack: Stack, i: int):
+def _connect_call(stack: Stack, i: int, port: int | None = None):
     headers = {"Authorization": f"Bearer {stack.accounts[0]['access_token']}",
                "Content-Type": "application/connect+json", "Connect-Protocol-Version": "1"}
     body = encode(chat_request(TurnRequest(f"b{i}", resolve_model("kimi")), ChatTarget()))
-    return loadgen.request("127.0.0.1", stack.emulator.port, CHAT_PATH, body, headers, dialect="connect", timeout=120)
+    return loadgen.request("127.0.0.1", port or stack.emulator.port, CHAT_PATH, body, headers, dialect="connect",
+                           timeout=120)
 
 
 def _row(name: str, base: dict, ours: dict) -> str:
@@ -131,7 +132,8 @@ STREAMING_ROUNDS = 3   # each load runs direct then through kimi-bridge this man
 
 def bench_streaming(tmp: Path, report: dict) -> str:
     """Both protocols: REST needs a create-chat call before each completion, Connect's Chat call makes its own chat."""
-    rows, summary = [], ["| protocol | load | ratio per round | median ratio | median p50 added ms |", "|---|---|---|---|---|"]
+    rows = []
+    summary = ["| protocol | load | ratio per round | median ratio | median p50 added ms |", "|---|---|---|---|---|"]
     for protocol in ("rest", "connect"):
         stack = Stack(tmp / f"streaming-{protocol}", protocol=protocol)
         try:
@@ -170,7 +172,8 @@ def bench_floor(tmp: Path, report: dict) -> str:
                      "kimi-bridge (REST)": through_server(stack, 200, 1200)}
             rounds.append(paths)
             rows += [f"| {n + 1} | {name} | {r['throughput']:.1f} | **{r['throughput'] / base['throughput']:.2f}x** "
-                     f"| {r['p50_ms']:.1f} | {r['ttft_p50_ms']:.1f} | {r['p50_ms'] - r['ttft_p50_ms']:.1f} | {r['errors']} |"
+                     f"| {r['p50_ms']:.1f} | {r['ttft_p50_ms']:.1f} | {r['p50_ms'] - r['ttft_p50_ms']:.1f} "
+                     f"| {r['errors']} |"
                      for name, r in paths.items()]
         report["floor_c200"] = rounds
         return "\n".join(["| round | path | req/s | ratio | p50 ms | TTFT p50 ms | p50 − TTFT p50 ms | errors |",
@@ -293,8 +296,8 @@ def bench_refresher(tmp: Path, report: dict) -> str:
     return "\n".join(rows)
 
 
-BENCHES = {"streaming": bench_streaming, "floor": bench_floor, "overhead": bench_overhead, "first_token": bench_first_token,
-           "memory": bench_memory, "scaling": None, "refresher": bench_refresher}
+BENCHES = {"streaming": bench_streaming, "floor": bench_floor, "overhead": bench_overhead,
+           "first_token": bench_first_token, "memory": bench_memory, "scaling": None, "refresher": bench_refresher}
 
 
 def main() -> int:
