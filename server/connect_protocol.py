@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import AsyncIterator
 
 import orjson
@@ -13,17 +12,15 @@ from common.connect_frames import END_STREAM, FrameError, FrameParser, encode
 from server.errors import (ApiError, UpstreamAuthRejected, UpstreamChatGone, UpstreamError, UpstreamOverloaded,
                            UpstreamPaywall, UpstreamRefused, UpstreamStreamError, UpstreamThrottled, UpstreamTimeout)
 from server.upstream_http import HttpResponse
-from server.kimi_client import FLUSH, KimiClient, paced_chunks
-from server.turn import FLUSH_PIECE, ChatTarget, Piece, SourceLines, Turn, TurnRequest
-
-log = logging.getLogger("server.connect")
+from server.kimi_client import FLUSH, KimiClient, json_or_none, paced_chunks
+from server.turn import FLUSH_PIECE, ChatTarget, Piece, Protocol, SourceLines, Turn, TurnRequest
 
 CHAT_PATH = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
 DELETE_PATH = "/apiv2/kimi.chat.v1.ChatService/DeleteChat"   # note: no "gateway" (kimi-protocol.md §3.1)
 SCENARIO = "SCENARIO_K2D5"
 
 
-class ConnectProtocol:
+class ConnectProtocol(Protocol):
     """Starts Connect turns and deletes Connect chats."""
 
     name = "connect"
@@ -43,13 +40,7 @@ class ConnectProtocol:
             self.kimi.base_url + CHAT_PATH, self.headers(account.access_token, "application/connect+json", referer),
             encode(body), self.kimi.timeouts.idle, "the Chat request")
         if response.status != 200 or "application/connect+json" not in response.headers.get("content-type", ""):
-            try:
-                raw = await response.read_all(self.kimi.timeouts.idle)
-            except (TimeoutError, ConnectionError):
-                raw = b""
-            finally:
-                response.close()
-            raise unary_error(response.status, raw, "Chat")
+            raise unary_error(response.status, await self.kimi.refusal_body(response), "Chat")
         turn = ConnectTurn(account, target, response, self.keepalive, self.kimi.timeouts.idle)
         try:
             # The chat id comes first: wait for it, so a fresh chat is known (and deletable) from the start.
@@ -65,12 +56,6 @@ class ConnectProtocol:
                                          orjson.dumps({"chat_id": chat_id}), "DeleteChat")
         if response.code != 200:
             raise unary_error(response.code, response.body or b"", "DeleteChat")
-
-    async def delete_chat_quietly(self, account: Account, chat_id: str) -> None:
-        try:
-            await self.delete_chat(account, chat_id)
-        except UpstreamError as exc:
-            log.info("could not delete chat %s of account %r: %s", chat_id, account.name, exc)
 
 
 def _refuse_unsupported(request: TurnRequest) -> None:
@@ -252,10 +237,7 @@ def connect_error(error: dict, http_status: int = 200) -> UpstreamError:
 
 def unary_error(status: int, raw: bytes, what: str) -> UpstreamError:
     """A non-200 Connect answer: `{"code", "message"}` when Kimi sent one, else by status."""
-    try:
-        data = orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError:
-        data = None
+    data = json_or_none(raw)
     if isinstance(data, dict) and isinstance(data.get("code"), str):
         return connect_error(data, status)
     if status in (401, 403):

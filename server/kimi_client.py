@@ -67,7 +67,7 @@ class KimiClient:
     async def call_json(self, method: str, path: str, access_token: str, body: dict | None) -> dict:
         response = await self.fetch(self.base_url + path, method, self.headers(access_token),
                                     orjson.dumps(body) if body is not None else None, f"{method} {path}")
-        data = _json_or_none(response.body)
+        data = json_or_none(response.body)
         if response.code != 200:
             raise classify(response.code, data, path, response.headers.get("retry-after"))
         if not isinstance(data, dict):
@@ -99,17 +99,21 @@ class KimiClient:
         content_type = response.headers.get("content-type", "")
         if response.status != 200 or "text/event-stream" not in content_type:
             # Check before parsing: a JSON error fed to an SSE parser is the "empty answer" bug.
-            try:
-                raw = await response.read_all(self.timeouts.idle)
-            except (TimeoutError, ConnectionError):
-                raw = b""
-            finally:
-                response.close()
+            raw = await self.refusal_body(response)
             if response.status == 200:
                 raise UpstreamError(f"the completion answered 200 with {content_type or 'no content type'}, "
                                     "not an event stream")
-            raise classify(response.status, _json_or_none(raw), "completion", response.headers.get("retry-after"))
+            raise classify(response.status, json_or_none(raw), "completion", response.headers.get("retry-after"))
         return KimiStream(response, self.timeouts.idle)
+
+    async def refusal_body(self, response: HttpResponse) -> bytes:
+        """The body of a stream Kimi refused (its error, if any), then close it; b"" if it stalls or breaks."""
+        try:
+            return await response.read_all(self.timeouts.idle)
+        except (TimeoutError, ConnectionError):
+            return b""
+        finally:
+            response.close()
 
 
 class KimiStream:
@@ -186,7 +190,8 @@ def classify(status: int, data: object, what: str, retry_after: str | None = Non
     return UpstreamRefused(label)
 
 
-def _json_or_none(raw: bytes | None) -> object:
+def json_or_none(raw: bytes | None) -> object:
+    """The parsed JSON of an upstream body, or None when it is empty or not JSON."""
     try:
         return orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 
 from common.config import Account
-from server.errors import ApiError, UpstreamError, UpstreamStreamError
+from server.errors import ApiError, UpstreamStreamError
 from server.kimi_client import FLUSH, KimiClient, KimiStream
 from server.kimi_files import refs_file_entry, upload
 from server.kimi_request import completion_body, continuation_body
-from server.turn import FLUSH_PIECE, ChatTarget, Piece, SourceLines, Turn, TurnRequest
-
-log = logging.getLogger("server.rest")
+from server.turn import FLUSH_PIECE, ChatTarget, Piece, Protocol, SourceLines, Turn, TurnRequest
 
 
-class RestProtocol:
+class RestProtocol(Protocol):
     """Starts REST turns and deletes REST chats."""
 
     name = "rest"
@@ -54,12 +51,6 @@ class RestProtocol:
 
     async def delete_chat(self, account: Account, chat_id: str) -> None:
         await self.kimi.delete_chat(account.access_token, chat_id)
-
-    async def delete_chat_quietly(self, account: Account, chat_id: str) -> None:
-        try:
-            await self.delete_chat(account, chat_id)
-        except UpstreamError as exc:
-            log.info("could not delete chat %s of account %r: %s", chat_id, account.name, exc)
 
 
 class RestTurn(Turn):

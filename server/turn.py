@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from common.config import Account
 from server.attachments import Blob
+from server.errors import UpstreamError
 from server.models import ModelChoice
+
+log = logging.getLogger("server.turn")
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,25 @@ class Turn:
 
     def close(self) -> None:
         raise NotImplementedError
+
+
+class Protocol:
+    """One of Kimi's upstream protocols: starts turns and deletes the chats they were in."""
+
+    name = ""
+
+    async def start(self, account: Account, target: ChatTarget, request: TurnRequest) -> Turn:
+        raise NotImplementedError
+
+    async def delete_chat(self, account: Account, chat_id: str) -> None:
+        raise NotImplementedError
+
+    async def delete_chat_quietly(self, account: Account, chat_id: str) -> None:
+        """Delete, logging a failure rather than raising it: the answer the chat held is over."""
+        try:
+            await self.delete_chat(account, chat_id)
+        except UpstreamError as exc:
+            log.info("could not delete %s chat %s of account %r: %s", self.name, chat_id, account.name, exc)
 
 
 class SourceLines:
