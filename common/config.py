@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from common.errors import ConfigError
 from common.jwt_claims import strip_bearer, try_decode_claims
+from common.redact import fingerprint
 from common.settings import PROTOCOLS, api_keys_override, resolve_section
 
 LEGACY_KEYS = ("token", "auth_token", "refresh_token")
@@ -206,6 +207,17 @@ def update_status(doc: dict, name: str, **changes: str) -> None:
     if not isinstance(status, dict):
         status = entry[key] = {}
     status.update(changes)
+
+
+def update_status_if_token(doc: dict, source: str, name: str, token_fp: str, **changes: str) -> None:
+    """Merge `changes` into `name`'s status only while it still holds the access token `token_fp`.
+
+    Judged on `doc` (read under the lock), not a cached read: another process may have put a new token
+    there meanwhile, and a verdict on the old one must not stick to the new one.
+    """
+    current = parse_config(doc, source).account(name)
+    if current is not None and fingerprint(current.access_token) == token_fp:
+        update_status(doc, name, **changes)
 
 
 def _require_entry(doc: dict, name: str) -> dict:

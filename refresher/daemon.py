@@ -14,7 +14,7 @@ from enum import Enum
 
 import schedule
 
-from common.config import STATE_OK, STATE_RELOGIN, Config, parse_config, set_tokens, update_status
+from common.config import STATE_OK, STATE_RELOGIN, Config, set_tokens, update_status, update_status_if_token
 from common.errors import ConfigError
 from common.jwt_claims import try_decode_claims
 from common.redact import fingerprint
@@ -150,12 +150,9 @@ class Refresher:
         left = claims.exp - self.clock()
         token_fp = fingerprint(account.access_token)
         if left <= 0:
-            def mark(doc: dict) -> None:
-                current = parse_config(doc, self.store.path).account(account.name)
-                if current is not None and fingerprint(current.access_token) == token_fp:
-                    update_status(doc, account.name, state=STATE_RELOGIN, rejected_token=token_fp,
-                                  last_error="the kimi-auth token expired and has no refresh token to renew it")
-            self.store.update(mark)
+            self.store.update(lambda doc: update_status_if_token(
+                doc, self.store.path, account.name, token_fp, state=STATE_RELOGIN, rejected_token=token_fp,
+                last_error="the kimi-auth token expired and has no refresh token to renew it"))
             self._warn_relogin_once(account.name, token_fp)
         elif left <= float(self.config.refresher["expiry_warning_seconds"]) and (account.name, "soon " + token_fp) \
                 not in self._warned:

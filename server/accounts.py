@@ -7,7 +7,7 @@ import logging
 import time
 
 from common.account_state import awaiting_relogin
-from common.config import Account, parse_config, update_status
+from common.config import Account, update_status_if_token
 from common.jwt_claims import try_decode_claims
 from common.redact import fingerprint
 from common.store import ConfigStore
@@ -63,10 +63,7 @@ class AccountPool:
 
     async def request_refresh(self, name: str, token_fp: str) -> None:
         def mark(doc: dict) -> None:
-            # Judge by the document under the lock, not a cached read.
-            current = parse_config(doc, self.store.path).account(name)
-            if current is not None and fingerprint(current.access_token) == token_fp:
-                update_status(doc, name, refresh_requested=token_fp)
+            update_status_if_token(doc, self.store.path, name, token_fp, refresh_requested=token_fp)
         try:
             # The store blocks on a file lock: keep it off the event loop.
             await asyncio.get_running_loop().run_in_executor(None, self.store.update, mark)
