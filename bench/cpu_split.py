@@ -10,7 +10,6 @@ from __future__ import annotations
 import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from bench.run import direct, shape_stream, through_server
@@ -33,9 +32,7 @@ def main(argv: list[str]) -> int:
             through_server(stack, 10, 50)   # warm up
             for name, run in (("direct", direct), ("bridge", through_server)) * 2:
                 before = cpu_seconds(stack.emulator.proc.pid), cpu_seconds(stack.server.pid), _own_cpu()
-                start = time.perf_counter()
                 r = run(stack, concurrency, count)
-                wall = time.perf_counter() - start
                 after = cpu_seconds(stack.emulator.proc.pid), cpu_seconds(stack.server.pid), _own_cpu()
                 used = [1000 * (a - b) / count for a, b in zip(after, before)]
                 print(f"{name}: {r['throughput']:.1f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "

@@ -29,9 +29,6 @@ from server.turn import ChatTarget, TurnRequest
 from tests.helpers import (Stack, child_env, cpu_seconds, free_port, read_json, rss_kb, spawn, stop, wait_until,
                            write_json)
 
-KEY = {"Authorization": f"Bearer {Stack.API_KEY}"}
-
-
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     mem = next(int(line.split()[1]) // 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal"))
@@ -53,12 +50,16 @@ async def _timed(coro) -> tuple[list, float]:
     return results, time.perf_counter() - start
 
 
+def completion_call(stack: Stack, i: int, stream: bool = True, timeout: float = 120, prompt: str = "b"):
+    """The load generator's request number `i` to kimi-bridge's chat completions, asking `prompt` + i."""
+    body = orjson.dumps({"model": "kimi", "stream": stream, "messages": [{"role": "user", "content": f"{prompt}{i}"}]})
+    return loadgen.request("127.0.0.1", stack.port, "/v1/chat/completions", body, stack.headers(), dialect="openai",
+                           timeout=timeout)
+
+
 def through_server(stack: Stack, concurrency: int, count: int, stream: bool = True) -> dict:
-    def make(i: int):
-        body = orjson.dumps({"model": "kimi", "stream": stream, "messages": [{"role": "user", "content": f"b{i}"}]})
-        return loadgen.request("127.0.0.1", stack.port, "/v1/chat/completions", body, KEY, dialect="openai",
-                               timeout=120)
-    results, wall = asyncio.run(_timed(loadgen.run(make, concurrency, count=count)))
+    results, wall = asyncio.run(_timed(loadgen.run(lambda i: completion_call(stack, i, stream), concurrency,
+                                                   count=count)))
     return _summary(results, wall)
 
 
@@ -222,11 +223,7 @@ def bench_memory(tmp: Path, report: dict, streams: int = 1000) -> str:
         shape_stream(stack, 4, 0, stall_after=1, stall_seconds=600)
 
         async def hold():
-            def make(i: int):
-                body = orjson.dumps({"model": "kimi", "stream": True, "messages": [{"role": "user", "content": f"m{i}"}]})
-                return loadgen.request("127.0.0.1", stack.port, "/v1/chat/completions", body, KEY, dialect="openai",
-                                       timeout=600)
-            tasks = [asyncio.ensure_future(make(i)) for i in range(streams)]
+            tasks = [asyncio.ensure_future(completion_call(stack, i, timeout=600)) for i in range(streams)]
             deadline = time.monotonic() + 300
             while stack.emulator.stats()["open_streams"] < streams and time.monotonic() < deadline:
                 await asyncio.sleep(0.5)

@@ -13,21 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import orjson
-
 from bench import loadgen
-from bench.run import shape_stream
+from bench.run import completion_call, shape_stream
 from tests.helpers import UPSTREAM_CODES, Stack, open_fds, rss_kb
 
-KEY = {"Authorization": f"Bearer {Stack.API_KEY}"}
-
-
 def _maker(stack: Stack, timeout: float = 120):
-    def make(i: int):
-        body = orjson.dumps({"model": "kimi", "stream": i % 4 != 0, "messages": [{"role": "user", "content": f"s{i}"}]})
-        return loadgen.request("127.0.0.1", stack.port, "/v1/chat/completions", body, KEY, dialect="openai",
-                               timeout=timeout)
-    return make
+    """Requests of which one in four is not streamed."""
+    return lambda i: completion_call(stack, i, stream=i % 4 != 0, timeout=timeout)
 
 
 def settled_fds(pid: int, limit: int, timeout: float = 30.0) -> int:

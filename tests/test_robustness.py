@@ -12,28 +12,21 @@ import string
 import subprocess
 import sys
 
-import orjson
 import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench import loadgen
+from bench.run import completion_call
 from tests.helpers import UPSTREAM_CODES, Stack, open_fds, rss_kb, wait_until
 
 
 
-def _body(i: int, stream: bool) -> bytes:
-    return orjson.dumps({"model": "kimi", "stream": stream, "messages": [{"role": "user", "content": f"load {i}"}]})
-
-
 async def _load(stack: Stack, concurrency: int, count: int | None = None, duration: float | None = None,
                 timeout: float = 60) -> list:
-    headers = {"Authorization": f"Bearer {Stack.API_KEY}"}
-
     def make(i: int):
-        return loadgen.request("127.0.0.1", stack.port, "/v1/chat/completions", _body(i, i % 3 != 0), headers,
-                               dialect="openai", timeout=timeout)
+        return completion_call(stack, i, stream=i % 3 != 0, timeout=timeout, prompt="load ")
     return await loadgen.run(make, concurrency, count=count, duration=duration)
 
 
