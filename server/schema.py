@@ -239,6 +239,8 @@ def _attachment(part: dict, kind: str, at: str) -> Attachment:
 
 
 def _url(value: object, param: str) -> str:
-    if not isinstance(value, str) or not value.strip().startswith(("http://", "https://", "data:")):
+    # An http(s) scheme in any case (`HTTP://`) is http.
+    if not isinstance(value, str) or not (value.strip()[:8].lower().startswith(("http://", "https://"))
+                                          or value.strip().startswith("data:")):
         raise invalid(f"Invalid value for '{param}': expected an http(s) URL or a data: URL.", param)
     return value.strip()

@@ -166,6 +166,12 @@ def test_pm2_runs_the_ecosystem_file_and_serves_a_completion(tmp_path):
             return r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "收到 🌙 turn 1: pm2"
         wait_until(answered, 60, "a completion through pm2")
         assert read_json(config)["accounts"][0]["status"]["state"] == "ok"   # the refresher ran too
+        # pm2 files stderr as the error log: routine INFO lines belong in the out log.
+        logs = tmp_path / "pm2-home" / "logs"
+        wait_until(lambda: " INFO " in (logs / "kimi-bridge-server-out.log").read_text(), 30, "INFO in the out log")
+        for name in ("kimi-bridge-server", "kimi-bridge-refresher"):
+            error_log = logs / f"{name}-error.log"
+            assert " INFO " not in (error_log.read_text() if error_log.exists() else ""), name
         text = open(os.path.join(ROOT, "deploy", "pm2", "ecosystem.config.js")).read()
         assert int(re.search(r"kill_timeout:\s*(\d+)", text).group(1)) >= 30000
     finally:

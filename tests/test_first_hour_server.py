@@ -184,3 +184,48 @@ def test_log_format_json_gives_one_object_per_line_with_the_access_fields(tmp_pa
         assert record["duration_ms"] >= 0 and record["time"]
     finally:
         stack.close()
+
+
+def test_an_upper_case_http_scheme_in_base_url_works(tmp_path):
+    stack = Stack(tmp_path)
+    try:
+        stop(stack.server)
+        stack._log_file.close()
+        doc = read_json(stack.config_path)
+        doc["upstream"]["base_url"] = stack.emulator.url.replace("http://", "HTTP://")
+        write_json(stack.config_path, doc)
+        stack.start_server()
+        response = stack.post({"model": "kimi", "messages": USER})
+        assert response.status_code == 200, response.text
+    finally:
+        stack.close()
+
+
+def test_an_upper_case_http_scheme_in_a_file_url_is_fetched(tmp_path):
+    import http.server
+    import threading
+    pdf = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+
+    class Files(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            self.send_response(200)
+            self.send_header("Content-Type", "application/pdf")
+            self.send_header("Content-Length", str(len(pdf)))
+            self.end_headers()
+            self.wfile.write(pdf)
+
+        def log_message(self, *_args):
+            pass
+
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    port = files.server_address[1]
+    stack = Stack(tmp_path, server_env={"KIMI_BRIDGE_TESTING_FETCH_ALLOW": f"127.0.0.1:{port}"})
+    try:
+        response = stack.post({"model": "kimi", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "read"}, {"type": "file", "file_url": {"url": f"HTTP://127.0.0.1:{port}/a.pdf"}}]}]})
+        assert response.status_code == 200, response.text
+        assert stack.emulator.admin_get("files")[-1]["size"] == len(pdf)
+    finally:
+        stack.close()
+        files.shutdown()
