@@ -45,4 +45,5 @@ def open_config(prog: str, args: argparse.Namespace) -> tuple[ConfigStore, Confi
 
 
 def _refuse(prog: str, reason: str) -> None:
+    """One line on stderr, no traceback (the callers exit 2)."""
     print(f"{prog}: cannot use the config: {reason}", file=sys.stderr)

@@ -64,10 +64,12 @@ def find_unknown_keys(doc: dict, legacy: bool) -> tuple[UnknownKey, ...]:
 
 
 def _is_comment(key: str) -> bool:
+    """A key the user wrote as a comment (`_note`, `$schema`, `// why`)."""
     return key.startswith(COMMENT_PREFIXES)
 
 
 def _closest(key: str, known: tuple[str, ...], prefix: str) -> str:
+    """The known key most like `key` (difflib), with `prefix`, or ""."""
     match = difflib.get_close_matches(key.lower(), known, n=1, cutoff=0.6)
     return prefix + match[0] if match else ""
 

@@ -47,6 +47,7 @@ class Heartbeat:
         return self._writer_runs() or age <= 3 * self.tick_seconds + 1
 
     def _writer_runs(self) -> bool:
+        """False only when the writer ran on this host and its pid is gone."""
         if self.host != socket.gethostname():
             return True   # another container or machine: only the age can tell
         try:

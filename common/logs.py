@@ -19,10 +19,13 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, and the record's extras."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
         line = {"time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
                 .isoformat(timespec="milliseconds"),
                 "level": record.levelname, "logger": record.name, "message": record.getMessage()}
-        line.update((k, v) for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_"))
+        # Extras bypass the scrubber's rewrite of the message (a caller may send anything as a request id).
+        line.update((k, SCRUBBER.scrub(v) if isinstance(v, str) else v) for k, v in vars(record).items()
+                    if k not in _STANDARD and not k.startswith("_"))
         if record.exc_text or record.exc_info:
             line["exception"] = record.exc_text or self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()
@@ -36,6 +39,7 @@ class _Below(logging.Filter):
         self.level = level
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """True for records under the level."""
         return record.levelno < self.level
 
 

@@ -103,6 +103,7 @@ class ApiHandler(tornado.web.RequestHandler):
             raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
 
     def _check_sizes(self) -> None:
+        """414 for a URI, 431 for headers past our limits, before anything else looks at them."""
         if len(self.request.uri.encode("utf-8", "surrogateescape")) > MAX_URI_BYTES:
             raise ApiError(414, f"Request URI too long: the limit is {MAX_URI_BYTES} bytes.", code="uri_too_long")
         size = sum(len(k) + len(v) + 4 for k, v in self.request.headers.get_all())

@@ -64,6 +64,7 @@ class ReadyHandler(ApiHandler):
     require_key = False
 
     def get(self) -> None:
+        """200 ready or 503 not_ready, with counts per problem."""
         config = self.services.config()
         problems = unusable(self.services)
         usable = len(config.accounts) - len(problems)

@@ -63,3 +63,11 @@ def test_version_on_both_processes():
         proc = spawn(module, "--version", stdout=subprocess.PIPE, text=True)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0 and out.strip() == f"kimi-bridge {__version__}"
+
+
+def test_an_upper_case_scheme_in_base_url_is_read_as_lower_case():
+    """Every client below compares the scheme lower-case, and the refresher sends base_url as the Origin."""
+    doc = {"api_keys": ["sk-1"], "upstream": {"base_url": "HTTP://127.0.0.1:9/"}, "accounts": [ACCOUNT]}
+    assert parse_config(doc, environ={}).upstream["base_url"] == "http://127.0.0.1:9"
+    doc["upstream"]["base_url"] = "Https://kimi.example"
+    assert parse_config(doc, environ={}).upstream["base_url"] == "https://kimi.example"

@@ -182,6 +182,11 @@ def test_log_format_json_gives_one_object_per_line_with_the_access_fields(tmp_pa
         assert {k: record[k] for k in ("method", "path", "status", "model", "account")} == {
             "method": "POST", "path": "/v1/chat/completions", "status": 200, "model": "kimi", "account": "acct0"}
         assert record["duration_ms"] >= 0 and record["time"]
+        # A key sent as a request id (sane by its characters) is still never logged.
+        assert stack.post({"model": "kimi", "messages": USER}, headers={"X-Request-Id": stack.API_KEY}).status_code == 200
+        from common.redact import fingerprint
+        wait_until(lambda: f'"request_id":"{fingerprint(stack.API_KEY)}"' in log.read_text(), 10, "the scrubbed id")
+        assert stack.API_KEY not in log.read_text()
     finally:
         stack.close()
 
