@@ -87,7 +87,7 @@ def parse_config(doc: object, source: str = "config.json", environ: Mapping[str,
     sections = {name: resolve_section(name, doc.get(name), source, environ)
                 for name in ("upstream", "server", "refresher", "store")}
     return Config(api_keys=api_keys, accounts=accounts, legacy=legacy,
-                  unknown_keys=find_unknown_keys(doc, legacy), **sections)
+                  unknown_keys=find_unknown_keys(doc, legacy, environ), **sections)
 
 
 def _parse_api_keys(raw: object, source: str) -> tuple[str, ...]:

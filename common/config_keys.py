@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from common.settings import DEFAULTS
+from common.settings import DEFAULTS, ENV_PREFIX, env_name
 
 TOP_LEVEL = ("api_keys", "accounts", *DEFAULTS)
 # reverse-kimi's flat file: `token` is the API key, `auth_token`/`refresh_token` the one account.
@@ -16,31 +17,34 @@ ACCOUNT_FIELDS = ("name", "refresh_token", "access_token", "kimi_auth", "enabled
 FATAL_SECTIONS = ("upstream",)
 # Keys starting with these are the user's comments (JSON has none), e.g. "_comment", "$schema".
 COMMENT_PREFIXES = ("_", "$", "//", "#")
+# KIMI_BRIDGE_ variables that are not settings: the key override, pm2's file, the test-only switches.
+OTHER_ENV = (ENV_PREFIX + "API_KEYS", ENV_PREFIX + "PYTHON", ENV_PREFIX + "CONFIG")
+OTHER_ENV_PREFIXES = (ENV_PREFIX + "TESTING_",)
 
 
 @dataclass(frozen=True)
 class UnknownKey:
     """One key the config model does not know, where it is, and what was probably meant."""
 
-    field: str          # e.g. "upstream.baseurl" or "accounts[0].refresh"
+    field: str          # e.g. "upstream.baseurl", "accounts[0].refresh" or "KIMI_BRIDGE_UPSTREAM_BASEURL"
     suggestion: str     # the closest known field, or ""
     fatal: bool         # True: the processes do not start with it
+    in_environment: bool = False
 
     def message(self, source: str) -> str:
-        """One line for the person who edits the file."""
+        """One line for the person who edits the file (or the environment)."""
         hint = f"; did you mean {self.suggestion}?" if self.suggestion else ""
-        text = f"{source}: {self.field}: unknown key{hint}"
+        where, what = ("environment", "variable") if self.in_environment else (source, "key")
+        text = f"{where}: {self.field}: unknown {what}{hint}"
         if self.fatal:
-            text += (f" An unknown key in {self.field.split('.')[0]} is refused: the setting meant would silently "
-                     "keep its default, which is the real Kimi. Fix or remove it.")
-        else:
-            text += " It is ignored."
-        return text
+            return text + (" An unknown upstream setting is refused: the one meant would silently keep its "
+                           "default, which is the real Kimi. Fix or remove it.")
+        return text + " It is ignored."
 
 
-def find_unknown_keys(doc: dict, legacy: bool) -> tuple[UnknownKey, ...]:
-    """Every key of `doc` (top level, sections, accounts) that no part of kimi-bridge reads."""
-    found = []
+def find_unknown_keys(doc: dict, legacy: bool, environ: Mapping[str, str] | None = None) -> tuple[UnknownKey, ...]:
+    """Every key of `doc` (top level, sections, accounts), and KIMI_BRIDGE_ variable, that nothing reads."""
+    found = list(_unknown_environment(environ or {}))
     top = LEGACY_TOP_LEVEL if legacy else TOP_LEVEL
     for key in doc:
         if key not in top and not _is_comment(key):
@@ -61,6 +65,19 @@ def find_unknown_keys(doc: dict, legacy: bool) -> tuple[UnknownKey, ...]:
                                         False)
                              for key in item if key not in ACCOUNT_FIELDS and not _is_comment(key))
     return tuple(found)
+
+
+def _unknown_environment(environ: Mapping[str, str]) -> list[UnknownKey]:
+    """KIMI_BRIDGE_ variables that override nothing (`KIMI_BRIDGE_UPSTREAM_BASEURL` is as bad as `baseurl`)."""
+    known = {env_name(section, key) for section, keys in DEFAULTS.items() for key in keys}
+    found = []
+    for name in environ:
+        if name.startswith(ENV_PREFIX) and name not in known and name not in OTHER_ENV \
+                and not name.startswith(OTHER_ENV_PREFIXES):
+            match = difflib.get_close_matches(name, sorted(known | set(OTHER_ENV)), n=1, cutoff=0.8)
+            fatal = name.startswith(env_name(FATAL_SECTIONS[0], ""))
+            found.append(UnknownKey(name, match[0] if match else "", fatal, in_environment=True))
+    return found
 
 
 def _is_comment(key: str) -> bool:

@@ -71,3 +71,16 @@ def test_an_upper_case_scheme_in_base_url_is_read_as_lower_case():
     assert parse_config(doc, environ={}).upstream["base_url"] == "http://127.0.0.1:9"
     doc["upstream"]["base_url"] = "Https://kimi.example"
     assert parse_config(doc, environ={}).upstream["base_url"] == "https://kimi.example"
+
+
+def test_an_unknown_kimi_bridge_variable_is_named_and_fatal_for_upstream():
+    env = {"KIMI_BRIDGE_UPSTREAM_BASEURL": "http://x", "KIMI_BRIDGE_SERVER_PROT": "1", "KIMI_BRIDGE_CONFIG": "c",
+           "KIMI_BRIDGE_PYTHON": "p", "KIMI_BRIDGE_API_KEYS": "k", "KIMI_BRIDGE_TESTING_FETCH_ALLOW": "h:1",
+           "KIMI_BRIDGE_SERVER_PORT": "7000", "PATH": "/bin"}
+    doc = {"api_keys": ["sk-1"], "accounts": [ACCOUNT]}
+    found = {k.field: (k.suggestion, k.fatal) for k in parse_config(doc, environ=env).unknown_keys}
+    assert found == {"KIMI_BRIDGE_UPSTREAM_BASEURL": ("KIMI_BRIDGE_UPSTREAM_BASE_URL", True),
+                     "KIMI_BRIDGE_SERVER_PROT": ("KIMI_BRIDGE_SERVER_PORT", False)}
+    fatal = next(k for k in parse_config(doc, environ=env).unknown_keys if k.fatal)
+    assert fatal.message("config.json").startswith("environment: KIMI_BRIDGE_UPSTREAM_BASEURL: unknown variable; "
+                                                   "did you mean KIMI_BRIDGE_UPSTREAM_BASE_URL?")
