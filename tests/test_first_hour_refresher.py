@@ -105,3 +105,15 @@ def test_log_stream_split_sends_info_to_stdout_and_warnings_to_stderr(emulator, 
     assert result.returncode == 0, result.stderr
     assert "INFO refresher: refreshed account 'main'" in result.stdout and "WARNING" not in result.stdout
     assert "WARNING config:" in result.stderr and "api_kyes" in result.stderr and "INFO" not in result.stderr
+
+
+def test_log_format_json_on_the_refresher(emulator, tmp_path):
+    account = emulator.new_account()
+    path = tmp_path / "config.json"
+    write_json(path, _config(emulator, [{"name": "main", "refresh_token": account["refresh_token"]}]))
+    result = _once(path, "--log-format", "json")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    refreshed = next(r for r in records if r["message"].startswith("refreshed account 'main'"))
+    assert refreshed["level"] == "INFO" and refreshed["logger"] == "refresher"
+    assert account["refresh_token"] not in result.stderr
