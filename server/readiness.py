@@ -50,7 +50,7 @@ def warn_if_unusable(config: Config, store_path: str, pool) -> None:
     if pool.usable():
         return
     now = time.time()
-    reasons = "; ".join(f"{a.name!r} {problem_of(a, now, False)[1]}" for a in config.accounts)
+    reasons = "; ".join(f"{a.name!r}: {problem_of(a, now, False)[1]}" for a in config.accounts)
     hint = ("a refresher is running and may mend this" if refresher_alive(store_path, now) else
             f"no refresher is running (no fresh heartbeat in {heartbeat_path(store_path)}): start "
             f"`python -m refresher --config {store_path}` beside this server")
