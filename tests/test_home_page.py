@@ -258,3 +258,21 @@ def test_status_panel_tolerates_fields_missing_or_added_later(browser, home_stac
         assert visit.console_errors == [] and visit.failed == [] and visit.bad_responses == []
     finally:
         visit.close()
+
+
+def test_key_kept_for_the_tab_only_when_asked_and_forgotten_on_request(browser, home_stack):
+    from playwright.sync_api import expect
+    visit = Visit(browser, home_stack)
+    try:
+        page = visit.page
+        page.check("#keep-key")
+        visit.submit_key(Stack.API_KEY)
+        expect(page.locator("#status-accounts .account")).to_have_count(2)
+        page.reload()   # the tab's sessionStorage survives a reload; the panel fills in without asking again
+        expect(page.locator("#status-accounts .account")).to_have_count(2)
+        page.click("#forget-key")
+        expect(page.locator("#status-panel")).to_be_hidden()
+        assert page.evaluate("sessionStorage.length") == 0
+        assert visit.console_errors == [] and visit.failed == [] and visit.bad_responses == []
+    finally:
+        visit.close()
