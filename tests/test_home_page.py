@@ -1,4 +1,4 @@
-"""The home page at /: no key, no secret, strict headers; and in headless Chromium it renders and its status panel works."""
+"""The home page at /: no key, no secret, strict headers; in headless Chromium it renders and its status panel works."""
 
 from __future__ import annotations
 
