@@ -9,6 +9,7 @@ import tornado.web
 from server.base import NotFoundHandler
 from server.chat_handler import ChatCompletionsHandler
 from server.handlers import HealthHandler, ModelsHandler
+from server.home import HomeHandler, HomePage
 from server.openapi import OpenApiHandler
 from server.services import Services
 from server.status import StatusHandler
@@ -19,6 +20,7 @@ def make_app(services: Services) -> tornado.web.Application:
     """Every route under /v1 and without it (some clients drop the prefix)."""
     args = {"services": services}
     routes = [
+        (r"/", HomeHandler, {**args, "page": HomePage.load()}),
         (r"/health", HealthHandler, args),
         (r"/openapi\.json", OpenApiHandler, args),
         (r"/(?:v1/)?models", ModelsHandler, args),
