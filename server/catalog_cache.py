@@ -45,6 +45,7 @@ class ModelCatalogs:
         self._task: asyncio.Task | None = None
 
     def for_account(self, account: Account) -> Catalog:
+        """This account's catalog, or the fallback while it has never been read."""
         entry = self._entries.get(account.name)
         return entry.catalog if entry is not None and entry.catalog is not None else FALLBACK
 
@@ -71,11 +72,13 @@ class ModelCatalogs:
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
+        """Stop reading (at shutdown)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
+        """Look for due reads every tick, for as long as the server runs."""
         while True:
             try:
                 await self.refresh_due()
@@ -96,6 +99,7 @@ class ModelCatalogs:
         await asyncio.gather(*(self._read(a) for a in due))
 
     async def _read(self, account: Account) -> None:
+        """Read one account's catalog; on failure keep what it had and try again soon."""
         entry = self._entries.setdefault(account.name, _Entry(None, 0.0))
         try:
             catalog = parse_catalog(await self._fetch(account), self.reserved)
@@ -110,6 +114,7 @@ class ModelCatalogs:
         entry.catalog, entry.due = catalog, time.monotonic() + self.refresh_seconds
 
     async def _fetch(self, account: Account) -> object:
+        """The raw GetAvailableModels answer (unary Connect JSON, `{}` in, Bearer access token)."""
         headers = {**self.kimi.headers(account.access_token), "Connect-Protocol-Version": "1"}
         reply = await self.kimi.fetch(self.kimi.base_url + CATALOG_PATH, "POST", headers, orjson.dumps({}),
                                       "GetAvailableModels")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from server.errors import invalid
 
@@ -54,19 +54,18 @@ class Catalog:
     default: CatalogModel
 
     def get(self, model_id: str) -> CatalogModel | None:
+        """The model with this OpenAI id, if the catalog has it."""
         return next((m for m in self.models if m.id == model_id), None)
 
     def ids(self) -> list[str]:
+        """The OpenAI ids, in Kimi's order."""
         return [m.id for m in self.models]
 
 
 def derive_id(key: str, thinking: bool, kimiplus_id: str, agent_mode: str, scenario: str) -> str:
     """`kimi-` + the key's model part (k2d6 → k2.6) + `-agent-swarm` (TYPE_ULTRA), `-agent` (OK Computer or a
     kimi+ id) or `-thinking`: from the entry's fields, not the key's own suffixes, so ids stay stable."""
-    base = re.sub(r"[^a-z0-9.]+", "-", key.strip().lower().split("-")[0]).strip("-") or "model"
-    base = _VERSION.sub(r"k\1.\2", base)
-    if base.startswith("kimi"):
-        base = base[4:].lstrip(".-") or "default"
+    base = _key_id(key).split("-")[0]
     if agent_mode == SWARM_MODE:
         suffix = "-agent-swarm"
     elif kimiplus_id or scenario == AGENT_SCENARIO:
@@ -76,17 +75,29 @@ def derive_id(key: str, thinking: bool, kimiplus_id: str, agent_mode: str, scena
     return f"kimi-{base}{suffix}"
 
 
+def _key_id(key: str) -> str:
+    """The whole key as an id part: lower case, `-` for anything odd, k2d6 → k2.6, a leading `kimi-` dropped."""
+    parts = re.sub(r"[^a-z0-9.]+", "-", key.strip().lower()).strip("-").split("-")
+    parts = [_VERSION.sub(r"k\1.\2", p) for p in parts if p]
+    if parts[:1] == ["kimi"]:
+        parts = parts[1:]
+    return "-".join(parts) or "default"
+
+
 def parse_catalog(data: object, reserved: Callable[[str], object] = lambda _: False) -> Catalog:
     """A GetAvailableModels answer as a Catalog; ValueError when it holds no usable model.
 
-    Entries without a key or scenario are skipped, as is an entry whose id is taken already (by an
-    earlier entry, or by one of the `reserved` names kimi-bridge gives a meaning of its own)."""
+    Entries without a key or scenario are skipped. An entry whose id is taken already (by an earlier
+    entry, or by one of the `reserved` names kimi-bridge gives a meaning of its own) is named after its
+    whole key instead (kimi-k3-fast), and skipped only if that is taken too."""
     if not isinstance(data, dict) or not isinstance(data.get("availableModels"), list):
         raise ValueError("the answer has no availableModels list")
     models: list[CatalogModel] = []
     taken: set[str] = set()
     for raw in data["availableModels"]:
         model = _entry(raw)
+        if model is not None and (model.id in taken or reserved(model.id)):
+            model = replace(model, id=f"kimi-{_key_id(model.key)}")
         if model is not None and model.id not in taken and not reserved(model.id):
             taken.add(model.id)
             models.append(model)
@@ -96,6 +107,7 @@ def parse_catalog(data: object, reserved: Callable[[str], object] = lambda _: Fa
 
 
 def _entry(raw: object) -> CatalogModel | None:
+    """One availableModels item, or None when it lacks a key or a scenario."""
     if not isinstance(raw, dict):
         return None
     key, scenario = _text(raw, "key"), _text(raw, "scenario")
@@ -124,6 +136,7 @@ def _default(models: list[CatalogModel], wanted: object) -> CatalogModel:
 
 
 def _text(data: dict, *names: str) -> str:
+    """The first of `names` that holds a non-blank string, stripped; "" if none does."""
     for name in names:
         value = data.get(name)
         if isinstance(value, str) and value.strip():

@@ -183,7 +183,7 @@ def _k2d8(default: str) -> dict:
         {"key": "k2d6", "scenario": "SCENARIO_K2D5", "displayName": "K2.6", "thinking": False},
         {"key": "k2d8", "scenario": "SCENARIO_K2D8", "displayName": "K2.8", "thinking": False,
          "reasoningEffortOptions": ["REASONING_EFFORT_HIGH"]},
-        {"key": "search", "scenario": "SCENARIO_K2D5", "displayName": "shadows kimi-search", "thinking": False}],
+        {"key": "search-x", "scenario": "SCENARIO_K2D5", "displayName": "would shadow kimi-search", "thinking": False}],
         "defaultScenario": {"scenario": default, "thinking": False}}
 
 
@@ -197,7 +197,8 @@ def test_each_account_has_its_own_catalog_and_it_is_read_again(tmp_path):
         stack.emulator.admin("models", {"user_id": stack.accounts[1]["user_id"], **_k2d8("SCENARIO_K2D5")})
         wait_until(lambda: "kimi-k2.8" in _ids(stack), 30, "the second account's catalog")
         ids = _ids(stack)
-        assert set(CATALOG_IDS) <= set(ids) and ids.count("kimi-search") == 1   # the union; own names kept
+        # The union; kimi-bridge's own kimi-search is never shadowed (that entry goes by its whole key).
+        assert set(CATALOG_IDS) <= set(ids) and ids.count("kimi-search") == 1 and "kimi-search-x" in ids
         # `kimi` is each account's own default: K3 on the first, K2.6 on the second (round robin).
         scenarios = {_sent(stack, {"model": "kimi", "messages": USER})[1]["scenario"] for _ in range(2)}
         assert scenarios == {"SCENARIO_K3", "SCENARIO_K2D5"}
@@ -241,3 +242,24 @@ def test_the_fallback_table_stands_in_while_the_catalog_call_fails(tmp_path):
         assert "kimi-k2.8" in _ids(stack)
     finally:
         stack.close()
+
+
+def test_catalog_entries_become_stable_ids_and_bad_answers_are_refused():
+    from server.model_catalog import derive_id, parse_catalog
+    assert derive_id("k2d8", False, "", "", "SCENARIO_K2D8") == "kimi-k2.8"
+    assert derive_id("k2d6-thinking", True, "", "", "SCENARIO_K2D5") == "kimi-k2.6-thinking"
+    assert derive_id("k3-agent-ultra", True, "ok-computer", "TYPE_ULTRA", "SCENARIO_OK_COMPUTER") == \
+        "kimi-k3-agent-swarm"
+    assert derive_id("k3", False, "", "", "SCENARIO_OK_COMPUTER") == "kimi-k3-agent"   # the scenario alone says agent
+    assert derive_id("Kimi-Instant", False, "", "", "SCENARIO_K2D5") == "kimi-instant"
+    assert derive_id("kimi", False, "", "", "SCENARIO_K2D5") == "kimi-default"
+    catalog = parse_catalog({"availableModels": [{"key": "k3"}, "junk", {"scenario": "SCENARIO_K3"},
+                                                 {"key": "k3", "scenario": "SCENARIO_K3", "thinking": "yes"},
+                                                 {"key": "k3", "scenario": "SCENARIO_K3", "thinking": True},
+                                                 {"key": "k3-fast", "scenario": "SCENARIO_K3"},
+                                                 {"key": "k3-fast", "scenario": "SCENARIO_K3"}]})
+    # A second entry deriving a taken id is named after its whole key; a true duplicate is dropped.
+    assert catalog.ids() == ["kimi-k3", "kimi-k3-thinking", "kimi-k3-fast"] and catalog.default.id == "kimi-k3"
+    for bad in (None, [], {"availableModels": "x"}, {"availableModels": [{"key": "k3"}]}):
+        with pytest.raises(ValueError):
+            parse_catalog(bad)

@@ -19,6 +19,7 @@ _K26 = {"reasoningEffortOptions": ["REASONING_EFFORT_NONE", "REASONING_EFFORT_LO
 
 def _model(key: str, scenario: str, name: str, thinking: bool, kimiplus: str = "", mode: str = "",
            efforts: dict | None = None) -> dict:
+    """One availableModels item with every field the evidence names."""
     return {"key": key, "scenario": scenario, "displayName": name, "thinking": thinking, "kimiPlusId": kimiplus,
             "agentMode": mode, "description": f"{name} (emulated)", "inputPlaceholder": "", **(efforts or {})}
 
@@ -45,6 +46,7 @@ class ModelTable:
         self.fail = False   # GetAvailableModels answers 503 unavailable while set
 
     def answer(self, user_id: str) -> dict:
+        """The GetAvailableModels answer for this user (a copy: callers may not change the table)."""
         return copy.deepcopy(self.per_user.get(user_id, self.default))
 
     def scenarios(self) -> frozenset[str]:
@@ -75,6 +77,7 @@ class ModelTable:
 
 
 def _pick(data: dict, *names: str) -> object:
+    """Protobuf JSON takes snake_case and lowerCamelCase alike."""
     for name in names:
         if name in data:
             return data[name]
