@@ -42,6 +42,7 @@ class ModelCatalogs:
                  reserved: Callable[[str], object] = lambda _: False) -> None:
         self.kimi, self.pool, self.refresh_seconds, self.reserved = kimi, pool, refresh_seconds, reserved
         self._entries: dict[str, _Entry] = {}
+        self._listed: Catalog | None = None   # listed(), kept until a catalog changes (asked on every request)
         self._task: asyncio.Task | None = None
 
     def for_account(self, account: Account) -> Catalog:
@@ -50,15 +51,15 @@ class ModelCatalogs:
         return entry.catalog if entry is not None and entry.catalog is not None else FALLBACK
 
     def listed(self) -> Catalog:
-        """Every model of every account read so far (first account's default first), else the fallback."""
-        catalogs = [e.catalog for e in self._entries.values() if e.catalog is not None]
-        if not catalogs:
-            return FALLBACK
-        models: dict[str, CatalogModel] = {}
-        for catalog in catalogs:
-            for model in catalog.models:
-                models.setdefault(model.id, model)
-        return Catalog(tuple(models.values()), catalogs[0].default)
+        """Every model of every account read so far, with the first-read account's default; else the fallback."""
+        if self._listed is None:
+            catalogs = [e.catalog for e in self._entries.values() if e.catalog is not None]
+            models: dict[str, CatalogModel] = {}
+            for catalog in catalogs:
+                for model in catalog.models:
+                    models.setdefault(model.id, model)
+            self._listed = Catalog(tuple(models.values()), catalogs[0].default) if catalogs else FALLBACK
+        return self._listed
 
     def model_for(self, account: Account, model_id: str) -> CatalogModel:
         """What `model_id` ("" = the default) means for this account: its own entry, else another account's."""
@@ -92,6 +93,7 @@ class ModelCatalogs:
         names = {a.name for a in accounts}
         for gone in set(self._entries) - names:
             del self._entries[gone]
+            self._listed = None
         now = time.monotonic()
         usable = {a.name for a in self.pool.usable()}
         due = [a for a in accounts if a.name in usable and self.pool.protocol_of(a) == "connect"
@@ -111,6 +113,7 @@ class ModelCatalogs:
         if entry.catalog is None or entry.catalog != catalog:
             log.info("model catalog of account %r: %s (default %s)", account.name, ", ".join(catalog.ids()),
                      catalog.default.id)
+            self._listed = None
         entry.catalog, entry.due = catalog, time.monotonic() + self.refresh_seconds
 
     async def _fetch(self, account: Account) -> object:

@@ -115,6 +115,7 @@ def _entry(raw: object) -> CatalogModel | None:
         return None
     kimiplus, mode, thinking = _text(raw, "kimiPlusId", "kimiplusId", "kimiplus_id"), _text(raw, "agentMode"), \
         raw.get("thinking") is True
+    kimiplus = "" if kimiplus == "kimi" else kimiplus   # "kimi" is the plain chat, not an agent
     options = raw.get("reasoningEffortOptions")
     efforts = tuple(e for e in EFFORTS if isinstance(options, list) and e in options)
     default_effort = _text(raw, "defaultReasoningEffort")

@@ -253,6 +253,8 @@ def test_catalog_entries_become_stable_ids_and_bad_answers_are_refused():
     assert derive_id("k3", False, "", "", "SCENARIO_OK_COMPUTER") == "kimi-k3-agent"   # the scenario alone says agent
     assert derive_id("Kimi-Instant", False, "", "", "SCENARIO_K2D5") == "kimi-instant"
     assert derive_id("kimi", False, "", "", "SCENARIO_K2D5") == "kimi-default"
+    plain = parse_catalog({"availableModels": [{"key": "k2d6", "scenario": "SCENARIO_K2D5", "kimiPlusId": "kimi"}]})
+    assert plain.ids() == ["kimi-k2.6"] and plain.default.kimiplus_id == ""   # kimiPlusId "kimi" is no agent
     catalog = parse_catalog({"availableModels": [{"key": "k3"}, "junk", {"scenario": "SCENARIO_K3"},
                                                  {"key": "k3", "scenario": "SCENARIO_K3", "thinking": "yes"},
                                                  {"key": "k3", "scenario": "SCENARIO_K3", "thinking": True},
