@@ -27,9 +27,11 @@ def _catalog_read(stack: Stack, account: str = "acct0", times: int = 1) -> None:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     s = Stack(tmp_path_factory.mktemp("catalog"), protocol="connect")
-    _catalog_read(s)
-    yield s
-    s.close()
+    try:
+        _catalog_read(s)
+        yield s
+    finally:
+        s.close()
 
 
 def _sent(stack: Stack, body: dict) -> tuple[requests.Response, dict]:
