@@ -38,6 +38,7 @@ DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType({
         "max_file_bytes": 20_000_000,     # largest image or file taken from a message (decoded or downloaded)
         "fetch_timeout": 30.0,            # seconds to download one image or file URL
         "fetch_allowed_ports": "80,443",  # ports a file URL may use
+        "model_catalog_refresh_seconds": 3600.0,  # how often each account's model list is read from Kimi again
     },
     "refresher": {
         "tick_seconds": 5.0,          # how often accounts are looked at

@@ -23,7 +23,7 @@ def make_app(services: Services) -> tornado.web.Application:
         (r"/", HomeHandler, {**args, "page": HomePage.load()}),
         (r"/health", HealthHandler, args),
         (r"/openapi\.json", OpenApiHandler, args),
-        (r"/(?:v1/)?models", ModelsHandler, args),
+        (r"/(?:v1/)?models(?:/([^/]{1,256}))?", ModelsHandler, args),
         (r"/(?:v1/)?token/check", TokenCheckHandler, args),
         (r"/(?:v1/)?status", StatusHandler, args),
         (r"/(?:v1/)?chat/completions(?:/([A-Za-z0-9_.:-]{1,128}))?", ChatCompletionsHandler, args),

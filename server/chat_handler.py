@@ -53,7 +53,7 @@ class ChatCompletionsHandler(ApiHandler):
 
     async def post(self, caller_id: str | None = None) -> None:
         request = parse_chat_request(self.json_body())
-        choice = resolve_model(request.model)
+        choice = resolve_model(request.model, self.services.catalogs.listed(), request.reasoning_effort)
         plan = await self._plan(request, choice, caller_id)
         services = self.services
         # Decode and download before touching Kimi: a bad file fails fast, on no account.

@@ -13,11 +13,12 @@ from server.errors import (ApiError, UpstreamAuthRejected, UpstreamChatGone, Ups
                            UpstreamPaywall, UpstreamRefused, UpstreamStreamError, UpstreamThrottled, UpstreamTimeout)
 from server.upstream_http import HttpResponse
 from server.kimi_client import FLUSH, KimiClient, json_or_none, paced_chunks
+from server.catalog_cache import ModelCatalogs
+from server.model_catalog import FALLBACK, CatalogModel
 from server.turn import FLUSH_PIECE, ChatTarget, Piece, Protocol, SourceLines, Turn, TurnRequest
 
 CHAT_PATH = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
 DELETE_PATH = "/apiv2/kimi.chat.v1.ChatService/DeleteChat"   # note: no "gateway" (kimi-protocol.md §3.1)
-SCENARIO = "SCENARIO_K2D5"
 
 
 class ConnectProtocol(Protocol):
@@ -25,8 +26,8 @@ class ConnectProtocol(Protocol):
 
     name = "connect"
 
-    def __init__(self, kimi: KimiClient, keepalive: float) -> None:
-        self.kimi, self.keepalive = kimi, keepalive
+    def __init__(self, kimi: KimiClient, keepalive: float, catalogs: ModelCatalogs | None = None) -> None:
+        self.kimi, self.keepalive, self.catalogs = kimi, keepalive, catalogs
 
     def headers(self, access_token: str, content_type: str, referer: str = "/") -> dict:
         return {**self.kimi.headers(access_token, referer), "Content-Type": content_type,
@@ -34,7 +35,8 @@ class ConnectProtocol(Protocol):
 
     async def start(self, account: Account, target: ChatTarget, request: TurnRequest) -> ConnectTurn:
         _refuse_unsupported(request)
-        body = chat_request(request, target)
+        model = self.catalogs.model_for(account, request.choice.catalog_id) if self.catalogs else None
+        body = chat_request(request, target, model)
         referer = f"/chat/{target.chat_id}" if target.chat_id else "/?chat_enter_method=new_chat"
         response = await self.kimi.open_stream(
             self.kimi.base_url + CHAT_PATH, self.headers(account.access_token, "application/connect+json", referer),
@@ -64,8 +66,6 @@ def _refuse_unsupported(request: TurnRequest) -> None:
         missing.append("research mode")
     if choice.math:
         missing.append("math mode")
-    if choice.agent_id != "kimi":
-        missing.append("kimi+ agents")
     if request.blobs:
         missing.append("images and files")
     if missing:
@@ -74,13 +74,26 @@ def _refuse_unsupported(request: TurnRequest) -> None:
                        param="model", code="unsupported_over_connect")
 
 
-def chat_request(request: TurnRequest, target: ChatTarget) -> dict:
-    """The Chat RPC's message. Continuation ids are omitted, not sent empty (kimi-protocol.md §3.4)."""
+def chat_request(request: TurnRequest, target: ChatTarget, model: CatalogModel | None = None) -> dict:
+    """The Chat RPC's message for `model` (the account's catalog entry; the fallback's default when None).
+
+    The model gives the scenario, kimiplusId + agentMode (OK Computer) and the thinking flag; a legacy
+    name's flags add thinking and search; a kimi+ agent id goes as kimiplusId. Continuation ids are
+    omitted, not sent empty (kimi-protocol.md §3.4)."""
+    model = model or FALLBACK.default
+    choice = request.choice
     message = {"role": "user", "blocks": [{"message_id": "", "text": {"content": request.prompt}}],
-               "scenario": SCENARIO}
-    body = {"scenario": SCENARIO, "tools": [], "message": message,
-            "options": {"thinking": request.choice.thinking}}
-    if request.choice.search or request.use_search:
+               "scenario": model.scenario}
+    options = {"thinking": model.thinking if choice.catalog_id else choice.thinking or model.thinking}
+    if effort := model.effort(choice.effort):
+        options["reasoningEffort"] = effort
+    body = {"scenario": model.scenario, "tools": [], "message": message, "options": options}
+    kimiplus_id = choice.agent_id if choice.agent_id != "kimi" else model.kimiplus_id
+    if kimiplus_id:
+        body["kimiplusId"] = kimiplus_id
+    if model.agent_mode:
+        body["agentMode"] = model.agent_mode
+    if choice.search or request.use_search:
         body["tools"] = [{"type": "TOOL_TYPE_SEARCH", "search": {}}]
     if target.chat_id:
         body["chat_id"] = target.chat_id

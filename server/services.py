@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from common.config import Config
 from common.store import ConfigStore
 from server.accounts import AccountPool
+from server.catalog_cache import ModelCatalogs
 from server.completion_service import CompletionService
 from server.connect_protocol import ConnectProtocol
 from server.conversations import Conversations
 from server.kimi_client import KimiClient, Timeouts
+from server.models import legacy_flags
 from server.rest_protocol import RestProtocol
 from server.safe_fetch import SafeFetcher
 from server.token_check import TokenCheckCache
@@ -52,7 +54,10 @@ class Services:
                                                         str(config.server["conversations_file"])))
         rest = RestProtocol(self.kimi, self.settings.keepalive_seconds, int(config.server["max_continuations"]),
                             float(up["parse_timeout"]))
-        connect = ConnectProtocol(self.kimi, self.settings.keepalive_seconds)
+        # Catalog ids never shadow kimi-bridge's own names (kimi-search, kimi-k1, ...).
+        self.catalogs = ModelCatalogs(self.kimi, self.pool, float(config.server["model_catalog_refresh_seconds"]),
+                                      reserved=lambda model_id: legacy_flags(model_id) is not None)
+        connect = ConnectProtocol(self.kimi, self.settings.keepalive_seconds, self.catalogs)
         self.completions = CompletionService({"rest": rest, "connect": connect}, self.pool, int(config.server["max_attempts"]),
                                              float(config.server["refresh_wait_seconds"]))
 

@@ -43,6 +43,11 @@ class AdminHandler(EmulatorHandler):
                 raise KimiError(400, "admin.bad", f"unknown connect switches {sorted(unknown)}")
             state.faults.connect.update(body)
             self.send_json(state.faults.connect)
+        elif action == "models":
+            try:
+                self.send_json(state.models.configure(body))
+            except ValueError as exc:
+                raise KimiError(400, "admin.bad", str(exc)) from None
         elif action == "faults":
             state.faults.add(str(body["endpoint"]), body)
             self.send_json({"ok": True})

@@ -10,6 +10,7 @@ import tornado.iostream
 
 from tests.kimi_emulator import answers
 from tests.kimi_emulator.base import ClientGone, EmulatorHandler, StreamingHandler
+from tests.kimi_emulator.models import model_fields_problem
 from tests.kimi_emulator.state import Chat
 from tests.kimi_emulator.tokens import AuthError, xid
 
@@ -84,6 +85,8 @@ class ConnectChatHandler(StreamingHandler):
                 raise ConnectError("unauthenticated", "token is expired")
             if not isinstance(request, dict):
                 raise ConnectError("invalid_argument", request)
+            if problem := model_fields_problem(request, self.state.models.scenarios(), self.state.agent_known):
+                raise ConnectError("invalid_argument", problem)
             await self._chat(user_id, request)
             await self._end(self.state.faults.connect["end_error"])
         except ConnectError as exc:
@@ -287,12 +290,10 @@ class ConnectUnaryHandler(EmulatorHandler):
                               "status": "MESSAGE_STATUS_COMPLETED", "blocks": [{"text": {"content": m["text"]}}]}
                              for m in reversed(chat.messages)]}
 
-    def _GetAvailableModels(self, _user_id: str, _body: dict) -> dict:  # noqa: N802
-        return {"availableModels": [
-            {"id": "k2d5", "key": "k2d5", "scenario": "SCENARIO_K2D5", "displayName": "K2.5",
-             "reasoningEffortOptions": ["REASONING_EFFORT_NONE", "REASONING_EFFORT_HIGH"],
-             "defaultReasoningEffort": "REASONING_EFFORT_NONE"}],
-            "defaultScenario": {"scenario": "SCENARIO_K2D5", "model": "k2d5"}}
+    def _GetAvailableModels(self, user_id: str, _body: dict) -> dict:  # noqa: N802
+        if self.state.models.fail:
+            raise ConnectError("unavailable", "config service unavailable", 503)
+        return self.state.models.answer(user_id)
 
     def _GetSubscription(self, user_id: str, _body: dict) -> dict:  # noqa: N802
         return {"subscription": {"userId": user_id, "userName": self.state.users.get(user_id, {}).get("name", "")}}

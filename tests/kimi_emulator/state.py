@@ -8,6 +8,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from tests.kimi_emulator.models import ModelTable
 from tests.kimi_emulator.tokens import TokenAuthority, xid
 
 K1_AGENT_ID = "crm40ee9e5jvhsn7ptcg"
@@ -113,6 +114,7 @@ class EmulatorState:
         self.users: dict[str, dict] = {}
         self.agents = {"kimi", K1_AGENT_ID, "coo6l3pkqq4ri39f36bg"}
         self.research = {"total": 20, "used": 0}
+        self.models = ModelTable()   # GetAvailableModels and the scenarios a Chat takes
         self.received: deque = deque(maxlen=5000)
         self.uploads: dict[str, dict] = {}   # object name -> {"file_id", "data", "content_type"}
         self.files: dict[str, dict] = {}     # file id -> record
