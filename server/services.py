@@ -52,7 +52,7 @@ class Services:
                                                         str(config.server["conversations_file"])))
         rest = RestProtocol(self.kimi, self.settings.keepalive_seconds, int(config.server["max_continuations"]),
                             float(up["parse_timeout"]))
-        connect = ConnectProtocol(self.kimi, self.settings.keepalive_seconds)
+        connect = ConnectProtocol(self.kimi, self.settings.keepalive_seconds, float(up["parse_timeout"]))
         self.completions = CompletionService({"rest": rest, "connect": connect}, self.pool, int(config.server["max_attempts"]),
                                              float(config.server["refresh_wait_seconds"]))
 
