@@ -27,6 +27,7 @@ class CitationFilter:
         self._held = ""   # a marker begun but not yet closed
 
     def feed(self, text: str) -> str:
+        """The text that is certain so far; a marker still open is held for the next call."""
         out, text = [], self._held + text
         self._held = ""
         i = 0
@@ -71,10 +72,12 @@ class CitationFilter:
         return stop + 1, self._cite([match["ref"]])
 
     def _cite(self, refs: list[str]) -> str:
+        """`[n]` for each reference with a number; nothing for the others."""
         numbers = [n for n in (self._number(r) for r in refs) if n is not None]
         return "".join(f"[{n}]" for n in numbers)
 
 
 def _next_opener(text: str, start: int) -> int:
+    """Where the next possible marker starts, or -1."""
     found = [p for p in (text.find(c, start) for c in (*EMOJI, PUA_OPEN)) if p >= 0]
     return min(found) if found else -1

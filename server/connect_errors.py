@@ -26,6 +26,7 @@ def block_exception(exception: dict) -> UpstreamError:
 
 
 def _reasons(details: list) -> list[str]:
+    """Every `details[].debug.reason`."""
     return [str(d["debug"].get("reason") or "") for d in details
             if isinstance(d, dict) and isinstance(d.get("debug"), dict)]
 

@@ -28,12 +28,14 @@ class ModelDegrades:
         self.last_account: str | None = None
 
     def record(self, account: Account, message: str) -> None:
+        """Count one degraded answer and log it with the account's name."""
         self.count += 1
         self.last_at, self.last_account = time.time(), account.name
         log.info("account %r: Kimi degraded this answer to a lesser model (%s): %s", account.name, DEGRADE,
                  message[:200] or "no message")
 
     def status(self) -> dict:
+        """The /v1/status field: count, last time (ISO 8601, UTC) and account."""
         last = (datetime.datetime.fromtimestamp(self.last_at, datetime.timezone.utc).isoformat(timespec="seconds")
                 if self.last_at is not None else None)
         return {"count": self.count, "last_seen_at": last, "last_account": self.last_account}
@@ -95,6 +97,7 @@ class ChatEvents:
         return [Piece("content", rest)] if rest else []
 
     def _text(self, text: str) -> list[Piece]:
+        """Answer text, citation markers rewritten, after a blank line that ends the sources."""
         pieces = []
         text = self._citations.feed(text)
         if not text:
@@ -106,11 +109,13 @@ class ChatEvents:
         return pieces
 
     def _notice(self, notification: object) -> None:
+        """A `notification` frame: TYPE_MODEL_DEGRADE is counted once per turn; none is answer text."""
         if isinstance(notification, dict) and notification.get("type") == DEGRADE and not self._degraded:
             self._degraded = True   # once per turn, however often Kimi repeats it
             self.degrades.record(self.account, str(notification.get("message") or ""))
 
     def _system(self, message: dict) -> None:
+        """Remember a system message's id, so that its blocks are never taken for the answer."""
         if isinstance(message.get("id"), str) and message["id"] not in self._system_ids:
             self._system_ids.add(message["id"])
             blocks = message.get("blocks") if isinstance(message.get("blocks"), list) else []
@@ -138,6 +143,7 @@ class ChatEvents:
         return pieces
 
     def _results(self, run: ToolRun, contents: list) -> list[Piece]:
+        """A tool's search results as source lines (when shown), each numbered for its citations."""
         pieces = []
         for index, content in enumerate(contents):
             run.results += 1
@@ -154,6 +160,7 @@ class ChatEvents:
 
 
 def _content(block: dict, kind: str) -> str:
+    """`block[kind].content` when it is a string, else ''."""
     part = block.get(kind)
     content = part.get("content") if isinstance(part, dict) else None
     return content if isinstance(content, str) else ""

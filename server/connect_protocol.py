@@ -18,8 +18,6 @@ from server.kimi_files import file_block, upload_over_connect
 from server.turn import FLUSH_PIECE, ChatTarget, Piece, Protocol, Turn, TurnRequest
 from server.upstream_http import HttpResponse
 
-__all__ = ["ConnectProtocol", "ConnectTurn", "chat_request", "connect_error", "unary_error"]
-
 CHAT_PATH = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
 DELETE_PATH = "/apiv2/kimi.chat.v1.ChatService/DeleteChat"   # note: no "gateway" (kimi-protocol.md §3.1)
 SCENARIO = "SCENARIO_K2D5"
@@ -129,8 +127,7 @@ class ConnectTurn(Turn):
         """Hold pieces until the chat is named and the answer (or its end) begins, or for a keepalive's time."""
         deadline = time.monotonic() + self._keepalive
         async for piece in self._pieces:
-            if piece.kind != "flush":
-                self._early.append(piece)
+            self._early.append(piece)
             if not self.chat_id:
                 continue
             if piece.kind in ("content", "reasoning", "finish", "keepalive") or time.monotonic() >= deadline:
@@ -145,6 +142,7 @@ class ConnectTurn(Turn):
             yield piece
 
     async def _translate(self) -> AsyncIterator[Piece]:
+        """Frames to pieces: turn state (chat id, answer id) here, the answer's content by ChatEvents."""
         events = self._events
         async for item in self._frames():
             if item is None:
@@ -178,6 +176,7 @@ class ConnectTurn(Turn):
         raise UpstreamError("Kimi's Chat stream ended without its end-of-stream frame")
 
     async def _frames(self) -> AsyncIterator[tuple[int, dict] | dict | None]:
+        """(flags, message) per new frame, FLUSH after each read, None after a keepalive's silence."""
         async for chunk in paced_chunks(self._response, self._keepalive, self._idle):
             if chunk is None:
                 yield None

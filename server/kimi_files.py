@@ -114,6 +114,7 @@ def file_block(record: dict) -> dict:
 
 
 def _multipart(boundary: str, blob: Blob) -> bytes:
+    """A multipart/form-data body with the one field `file`."""
     # As browsers do (WHATWG multipart/form-data): UTF-8 as is, only quotes and line breaks percent-encoded.
     name = blob.name.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
     head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"

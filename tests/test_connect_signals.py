@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from common.connect_frames import END_STREAM, FrameParser, encode
+from server.citations import CitationFilter
 from tests.helpers import Stack, wait_until
 from tests.kimi_emulator.connect_tools import OVERLOAD_REASON, SYSTEM_TEXT
 
@@ -80,6 +81,10 @@ def test_sandbox_tool_frames_never_reach_the_answer(stack, model):
     text, deltas = _streamed(stack, model)
     assert text == ANSWER and "sandbox" not in orjson.dumps(deltas).decode()
     assert any("reasoning_content" in d for d in deltas) is (model == "kimi-thinking")
+    # Visible at debug level only, with the arguments the model gave its tool.
+    logged = stack.server_log.read_text()
+    assert "Kimi ran its ipython tool ipython:1" in logged and "math.sqrt" in logged
+    assert "Kimi ran its web_search tool web_search:1" in logged
 
 
 def test_the_models_web_search_results_are_the_sources_of_a_search_request(stack):
@@ -156,3 +161,21 @@ def test_a_system_message_in_the_stream_is_never_answer_text(stack):
     assert _whole(stack)["content"] == ANSWER
     text, deltas = _streamed(stack)
     assert text == ANSWER and SYSTEM_TEXT not in orjson.dumps(deltas).decode()
+
+
+@pytest.mark.parametrize("text,out", [
+    ("a 🛠web_search:1#1🛠 b", "a [2] b"),
+    ("a 🛠web_search:1#0:~:text=some%20words🛠", "a [1]"),
+    ("a \ue3a0cite\ue3a3web_search:1#0\ue3a3web_search:1#1\ue3a8.", "a [1][2]."),
+    ("unknown 🛠ipython:1#0🛠 and 🛠web_search:2#7🛠 go", "unknown  and  go"),
+    ("## 🛠️ Tools and 🎨 art", "## 🛠️ Tools and 🎨 art"),          # emoji in text, not markers
+    ("ends open 🛠web_search:1#", "ends open 🛠web_search:1#"),       # never closed: plain text after all
+    ("🛠 " + "x" * 500, "🛠 " + "x" * 500),
+])
+def test_citation_filter_in_any_split(text, out):
+    numbers = {"web_search:1#0": 1, "web_search:1#1": 2}.get
+    whole = CitationFilter(numbers)
+    assert whole.feed(text) + whole.flush() == out
+    for cut in range(len(text) + 1):
+        split = CitationFilter(numbers)
+        assert split.feed(text[:cut]) + split.feed(text[cut:]) + split.flush() == out, cut

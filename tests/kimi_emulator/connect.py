@@ -184,6 +184,7 @@ class ConnectChatHandler(StreamingHandler):
         await self._send({"done": {}})
 
     async def _send_all(self, events: list[dict]) -> None:
+        """Send events in order, each a frame of its own."""
         for event in events:
             await self._send(event)
 

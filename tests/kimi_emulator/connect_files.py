@@ -97,6 +97,7 @@ class ProgressHandler(_ConnectFileHandler):
         self.send_json({"progresses": progresses})
 
     def _advance(self, record: dict) -> str:
+        """One poll's status for `record`, per the parse faults."""
         faults = self.state.faults
         record["polls"] += 1
         if faults.parse_fail:
