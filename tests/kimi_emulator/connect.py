@@ -179,6 +179,8 @@ class ConnectChatHandler(StreamingHandler):
             await self._send({"op": "append", "mask": "block.text.content",
                               "block": {"id": "0_1", "text": {"content": piece}}})
             reply["text"] += piece
+        if connect["degrade"]:
+            await self._send(connect_tools.degrade_notice())   # Kimi may repeat it: still one degraded answer
         await self._send({"op": "set", "mask": "message.status",
                           "message": {"id": reply["id"], "status": "MESSAGE_STATUS_COMPLETED"}})
         await self._send({"done": {}})
