@@ -235,3 +235,16 @@ def test_research_and_math_stay_refused_over_connect(world):
     for model in ("kimi-research", "kimi-math"):
         response = stack.post({"model": model, "messages": [{"role": "user", "content": "hi"}]})
         assert response.status_code == 400 and response.json()["error"]["code"] == "unsupported_over_connect"
+
+
+def test_a_file_in_the_second_turn_of_a_conversation(world):
+    stack = world["stack"]
+    first = stack.post({"model": "kimi", "conversation_id": "new", "messages": [{"role": "user", "content": "hi"}]})
+    assert first.status_code == 200, first.text
+    part = {"type": "file", "file": {"filename": "second.pdf", "file_data": base64.b64encode(PDF).decode()}}
+    second = stack.post({"model": "kimi", "conversation_id": first.json()["id"], "messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": [{"type": "text", "text": "and this?"}, part]}]})
+    assert second.status_code == 200, second.text
+    content = second.json()["choices"][0]["message"]["content"]
+    assert "turn 2: and this?" in content and content.endswith("[files: second.pdf]")
