@@ -134,7 +134,8 @@ class ChatEvents:
         pieces = []
         contents = tool.get("contents")
         if isinstance(contents, list):
-            pieces = self._results(run, contents)
+            # A set repeats the whole list (only its new tail is new); an append brings new items only.
+            pieces = self._results(run, contents if op == "append" else contents[run.results:])
         if run.status == "STATUS_DONE" and not run.logged:
             run.logged = True
             log.debug("account %r: Kimi ran its %s tool %s (args %r): %d result(s)", self.account.name,
@@ -145,8 +146,8 @@ class ChatEvents:
     def _results(self, run: ToolRun, contents: list) -> list[Piece]:
         """A tool's search results as source lines (when shown), each numbered for its citations."""
         pieces = []
-        for index, content in enumerate(contents):
-            run.results += 1
+        for content in contents:
+            index, run.results = run.results, run.results + 1
             result = content.get("searchResult") if isinstance(content, dict) else None
             base = result.get("base") if isinstance(result, dict) else None
             if not isinstance(base, dict) or not self.show_sources:

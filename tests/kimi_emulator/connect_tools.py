@@ -31,6 +31,9 @@ def tool_run(block_id: str, name: str, call_id: str, args: dict, contents: list)
                for i in range(0, len(raw), third)]
     events.append({"op": "set", "mask": "block.tool.args,block.tool.status,block.tool.toolCallId", "block": {
         "id": block_id, "tool": {"args": raw, "status": "STATUS_RUNNING", "toolCallId": call_id}}})
+    if len(contents) > 1:   # results arrive as they come: the first alone, then the whole list again
+        events.append({"op": "set", "mask": "block.tool.contents", "block": {"id": block_id, "tool": {
+            "toolCallId": call_id, "contents": contents[:1]}}})
     events.append({"op": "set", "mask": "block.tool.contents,block.tool.status", "block": {"id": block_id, "tool": {
         "toolCallId": call_id, "status": "STATUS_DONE", "contents": contents}}})
     return events
