@@ -136,7 +136,8 @@ class ConnectChatHandler(StreamingHandler):
             "blocks": [{"id": "text_0_0", "text": {"content": prompt}}]}})
         if connect["overloaded_free"]:
             # Peak hours: the free account is refused before the model starts (in the end-stream frame).
-            raise ConnectError("resource_exhausted", connect_tools.OVERLOAD_MESSAGE, reason=connect_tools.OVERLOAD_REASON)
+            raise ConnectError("resource_exhausted", connect_tools.OVERLOAD_MESSAGE,
+                               reason=connect_tools.OVERLOAD_REASON)
         if connect["system_message"]:
             await self._send_all(connect_tools.system_message(user_msg["id"]))
         await self._send({"op": "set", "mask": "message", "message": {

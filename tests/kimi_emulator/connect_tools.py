@@ -27,8 +27,8 @@ def tool_run(block_id: str, name: str, call_id: str, args: dict, contents: list)
     third = max(1, len(raw) // 3)
     events = [{"op": "set", "mask": "block.tool", "block": {"id": block_id, "tool": {
         "name": name, "status": "STATUS_PENDING", "args": ""}}}]
-    events += [{"op": "append", "mask": "block.tool.args", "block": {"id": block_id, "tool": {"args": raw[i:i + third]}}}
-               for i in range(0, len(raw), third)]
+    events += [{"op": "append", "mask": "block.tool.args",
+                "block": {"id": block_id, "tool": {"args": raw[i:i + third]}}} for i in range(0, len(raw), third)]
     events.append({"op": "set", "mask": "block.tool.args,block.tool.status,block.tool.toolCallId", "block": {
         "id": block_id, "tool": {"args": raw, "status": "STATUS_RUNNING", "toolCallId": call_id}}})
     if len(contents) > 1:   # results arrive as they come: the first alone, then the whole list again
