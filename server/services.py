@@ -57,7 +57,8 @@ class Services:
         # Catalog ids never shadow kimi-bridge's own names (kimi-search, kimi-k1, ...).
         self.catalogs = ModelCatalogs(self.kimi, self.pool, float(config.server["model_catalog_refresh_seconds"]),
                                       reserved=lambda model_id: legacy_flags(model_id) is not None)
-        connect = ConnectProtocol(self.kimi, self.settings.keepalive_seconds, self.catalogs)
+        connect = ConnectProtocol(self.kimi, self.settings.keepalive_seconds, self.catalogs,
+                                  float(up["parse_timeout"]))
         self.completions = CompletionService({"rest": rest, "connect": connect}, self.pool, int(config.server["max_attempts"]),
                                              float(config.server["refresh_wait_seconds"]))
 

@@ -36,6 +36,7 @@ class StatusHandler(ApiHandler):
                         "uptime_seconds": int(time.time() - self.services.started),
                         "pending_chat_deletions": self.services.completions.pending_deletions,
                         "chat_deletions_given_up": self.services.completions.deletions_given_up,
+                        "model_degrade_notices": self.services.completions.protocols["connect"].degrades.status(),
                         "accounts": accounts})
 
 

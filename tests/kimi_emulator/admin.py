@@ -6,7 +6,8 @@ from tests.kimi_emulator.base import EmulatorHandler, KimiError
 from tests.kimi_emulator.state import STREAM_DEFAULTS
 
 SETTINGS = {"access_ttl", "rotation", "stream_pushing_status", "stream_pushing_scope", "camouflage_errors",
-            "research_total", "research_used", "agents", "parse_fail", "latency", "chaos_rate", "chaos_seed"}
+            "research_total", "research_used", "agents", "parse_fail", "parse_stall", "parse_polls", "latency",
+            "chaos_rate", "chaos_seed"}
 
 
 class AdminHandler(EmulatorHandler):
@@ -87,6 +88,10 @@ class AdminHandler(EmulatorHandler):
             state.faults.chaos.seed(int(body["chaos_seed"]))
         if "parse_fail" in body:
             state.faults.parse_fail = bool(body["parse_fail"])
+        if "parse_stall" in body:
+            state.faults.parse_stall = bool(body["parse_stall"])
+        if "parse_polls" in body:
+            state.faults.parse_polls = int(body["parse_polls"])
         if "camouflage_errors" in body:
             state.faults.camouflage_errors = bool(body["camouflage_errors"])
         if "research_total" in body:

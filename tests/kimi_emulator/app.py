@@ -7,6 +7,8 @@ import tornado.web
 from tests.kimi_emulator.admin import AdminHandler
 from tests.kimi_emulator.connect import CHAT_PATH as CONNECT_CHAT
 from tests.kimi_emulator.connect import ConnectChatHandler, ConnectUnaryHandler
+from tests.kimi_emulator.connect_files import PROGRESS_PATH, UPLOAD_PATH, ProgressHandler
+from tests.kimi_emulator.connect_files import UploadHandler as ConnectUploadHandler
 from tests.kimi_emulator.file_handlers import FileHandler, ParseProcessHandler, PreSignHandler, UploadHandler
 from tests.kimi_emulator.rest_handlers import (CamouflageHandler, ChatCreateHandler, ChatHandler, ChatListHandler,
                                                RefreshHandler, ResearchUsageHandler, UserHandler)
@@ -40,6 +42,8 @@ def make_app(state: EmulatorState | None = None) -> tornado.web.Application:
         (r"/api/file", FileHandler, args),
         (r"/api/file/parse_process", ParseProcessHandler, args),
         (CONNECT_CHAT, ConnectChatHandler, args),
+        (UPLOAD_PATH, ConnectUploadHandler, args),
+        (PROGRESS_PATH, ProgressHandler, args),
         (r"/apiv2/(kimi\.[a-z.]+\.v1\.[A-Za-z]+Service)/([A-Za-z]+)", ConnectUnaryHandler, args),
         (r"/_admin/([a-z_]+)", AdminHandler, args),
     ]

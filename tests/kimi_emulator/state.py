@@ -70,8 +70,18 @@ class Faults:
                         "overloaded": False,      # block.exception REASON_COMPLETION_OVERLOADED instead of text
                         "duplicate_frames": False,  # every frame sent twice (same eventOffset)
                         "auth_in_stream": False,  # a bad token: 200 + end-stream unauthenticated, not HTTP 401
-                        "coalesce": False}        # several frames per TCP write
+                        "coalesce": False,        # several frames per TCP write
+                        # The 2026 web (kimi-protocol-2026-12.md §1.6, §3.4); also one-shot via /_admin/faults.
+                        "sandbox_tools": None,    # ipython + web_search runs: None = for K3/K2.5 scenarios
+                        "sandbox_search_results": 2,  # results of the sandbox's own web_search
+                        "citations": None,        # "emoji", "emoji_text" or "pua": a marker citing a result
+                        "degrade": False,         # a TYPE_MODEL_DEGRADE notification frame
+                        "system_message": False,  # a system-role message (and its block) in the stream
+                        "empty_end": False,       # the end-stream frame with an empty payload
+                        "overloaded_free": False}  # REASON_SERVER_OVERLOADED_FOR_FREE_USER before the answer
         self.parse_fail = False
+        self.parse_stall = False    # Connect uploads stay PROCESS_STATUS_PROCESSING for ever
+        self.parse_polls = 1        # GetFileParseProgress answers PROCESSING this many times per file first
         self.latency = 0.0          # seconds added before every answer (a far-away Kimi)
         self.chaos_rate = 0.0       # share of turns that get a random fault
         self.chaos = random.Random(0)
