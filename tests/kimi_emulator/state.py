@@ -150,7 +150,8 @@ class EmulatorState:
 
     def stats(self) -> dict:
         """Counters for tests."""
-        return {**self.tokens.counters(), "web": self.web, "live_chats": len(self.chats), "chats_created": self.chats_created,
+        return {**self.tokens.counters(), "web": self.web, "live_chats": len(self.chats),
+                "chats_created": self.chats_created,
                 "chats_deleted": self.chats_deleted, "open_streams": self.open_streams,
                 "streams_closed_by_client": self.streams_closed_by_client, "requests": dict(self.counts),
                 "connections": self.connections, "max_stalled": dict(self.max_stalled),
