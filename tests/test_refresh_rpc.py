@@ -14,7 +14,6 @@ from common.config import Account
 from common.jwt_claims import decode_claims
 from common.settings import DEFAULTS, auth_base_url
 from refresher.decision import planned_refresh_at, refresh_reason
-from refresher.kimi_auth import RefreshRejected, _parse
 from tests.helpers import ROOT, Emulator, child_env, free_port, read_json, spawn, stop, wait_until, write_json
 from tests.kimi_emulator.auth_rpc import REFRESH_RPC_PATH
 from tests.kimi_emulator.tokens import mint_jwt, token_digest
@@ -212,6 +211,7 @@ def _response(status: int, body: dict) -> requests.Response:
 
 
 def test_both_spellings_of_the_answer_are_read_and_connect_refusals_are_rejections():
+    from refresher.kimi_auth import RefreshRejected, _parse
     for access, refresh in (("accessToken", "refreshToken"), ("access_token", "refresh_token")):
         pair = _parse(_response(200, {access: "a.b.c", refresh: "d.e.f"}), "u")
         assert (pair.access_token, pair.refresh_token) == ("a.b.c", "d.e.f")
