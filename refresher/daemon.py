@@ -18,6 +18,7 @@ from common.config import STATE_OK, STATE_RELOGIN, Config, set_tokens, update_st
 from common.errors import ConfigError
 from common.jwt_claims import try_decode_claims
 from common.redact import fingerprint
+from common.settings import auth_base_url
 from common.store import ConfigStore, StoreBusy
 from common.account_state import access_token_live, awaiting_relogin
 from refresher.decision import refresh_reason
@@ -84,7 +85,7 @@ class Refresher:
     @staticmethod
     def _make_client(config: Config) -> KimiAuthClient:
         up = config.upstream
-        return KimiAuthClient(up["base_url"], up["connect_timeout"], up["refresh_timeout"])
+        return KimiAuthClient(auth_base_url(up), up["base_url"], up["connect_timeout"], up["refresh_timeout"])
 
     # --- the loop ---------------------------------------------------------------------------
 

@@ -116,7 +116,8 @@ class Faults:
 class EmulatorState:
     """The whole emulated service."""
 
-    def __init__(self) -> None:
+    def __init__(self, web: str = "2026") -> None:
+        self.web = web   # "2026": Connect and the refresh RPC only; "legacy": REST, the GET refresh and Connect
         self.clock = Clock()
         self.tokens = TokenAuthority(self.clock)
         self.faults = Faults()
@@ -138,8 +139,8 @@ class EmulatorState:
         self.max_stalled: dict[str, int] = {}   # endpoint -> the most at once
 
     def reset(self) -> None:
-        """Forget everything (a new emulator)."""
-        self.__init__()
+        """Forget everything (a new emulator of the same web)."""
+        self.__init__(self.web)
 
     def record(self, endpoint: str, method: str, path: str, body: object) -> None:
         """Remember a request for the admin read-back."""
@@ -161,7 +162,8 @@ class EmulatorState:
 
     def stats(self) -> dict:
         """Counters for tests."""
-        return {**self.tokens.counters(), "live_chats": len(self.chats), "chats_created": self.chats_created,
+        return {**self.tokens.counters(), "web": self.web, "live_chats": len(self.chats),
+                "chats_created": self.chats_created,
                 "chats_deleted": self.chats_deleted, "open_streams": self.open_streams,
                 "streams_closed_by_client": self.streams_closed_by_client, "requests": dict(self.counts),
                 "connections": self.connections, "max_stalled": dict(self.max_stalled),
