@@ -29,6 +29,7 @@ T = TypeVar("T")
 # Test-only: turn the writers' lock off so that the race tests can be seen to fail without it.
 UNSAFE_NO_LOCK_ENV = "KIMI_BRIDGE_TESTING_UNSAFE_NO_LOCK"
 # A directory that will not take our temp file (read-only for us, full, read-only mount): write in place.
+_REPLAYS = 10
 _DIR_REFUSED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 
 
@@ -197,7 +198,7 @@ class ConfigStore:
         data = orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
         if not self.in_place:
             try:
-                self._write_replace(data)
+                self._write_replace(data, tx.check_unchanged)
                 if self._dir_refused:
                     self._dir_refused = False
                     log.warning("%s: its directory takes temp files again: atomic replaces resumed", self.path)
@@ -216,13 +217,14 @@ class ConfigStore:
                                     "under flock until one can", self.path, exc.strerror)
                 else:
                     raise
-                flock(tx.fd, fcntl.LOCK_EX, self._lock_timeout)
+        tx.check_unchanged()   # (re)opens the file at the path outside in-place mode
         if not tx.writable:
             raise PermissionError(errno.EACCES, "permission denied: the file is read-only for this user", self.path)
+        flock(tx.fd, fcntl.LOCK_EX, self._lock_timeout)
         self._write_in_place(data, tx.fd)
         tx.seen(data)
 
-    def _write_replace(self, data: bytes) -> None:
+    def _write_replace(self, data: bytes, before_commit: Callable[[], None] = lambda: None) -> None:
         try:
             old = os.stat(self.path)
         except FileNotFoundError:
@@ -240,6 +242,7 @@ class ConfigStore:
                 os.fsync(tfd)
             finally:
                 os.close(tfd)
+            before_commit()
             os.replace(temp, self.path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -309,6 +312,14 @@ class ConfigStore:
                     log.info("removed a stale temp file %s", name)
 
 
+class ChangedMeanwhile(Exception):
+    """The file changed (an editor saved it) between our read and our write."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__("changed meanwhile")
+        self.data = data
+
+
 class Transaction:
     """An open, locked read-modify-write of config.json (and of its token ledger)."""
 
@@ -332,22 +343,41 @@ class Transaction:
 
         People edit the file without our lock. When it changed since we read it, the edit wins and the
         changes made through apply() are replayed on top of it (after healing any spent token it put back).
+        The check is repeated just before the rename (or the write in place), so the window in which an
+        edit can still be overwritten is that last step alone.
         """
+        current = self._current_bytes()
+        for _ in range(_REPLAYS):
+            if digest(current) != self._seen:
+                self._replay(current)
+            try:
+                self._store._write(self.doc, self)
+                return
+            except ChangedMeanwhile as changed:
+                current = changed.data
+        raise StoreBusy(f"{self._store.path} kept changing while we tried to save it")
+
+    def check_unchanged(self) -> None:
+        """Raise ChangedMeanwhile when the file no longer holds what we last read or wrote."""
+        current = self._current_bytes()
+        if digest(current) != self._seen:
+            raise ChangedMeanwhile(current)
+
+    def _current_bytes(self) -> bytes:
         if not self._store.in_place:
             self.reopen()   # an editor may have renamed a new file into place (in place, the inode never changes)
-        current = read_all(self.fd)
-        # Bytes, not timestamps: a rewrite in place within one timestamp tick keeps mtime and maybe size.
-        if digest(current) != self._seen:
-            doc = decode(current, self._store.path)
-            self.seen(current)
-            for line in heal(doc, self.ledger, self._store.path) if self._store.ledger else ():
-                log.warning("%s", line)
-            for change in self._changes:
-                change(doc)
-            self.doc = doc
-            log.info("%s was changed by another program during an update: the update went on top of it",
-                     self._store.path)
-        self._store._write(self.doc, self)
+        return read_all(self.fd)
+
+    def _replay(self, current: bytes) -> None:
+        doc = decode(current, self._store.path)
+        self.seen(current)
+        for line in heal(doc, self.ledger, self._store.path) if self._store.ledger else ():
+            log.warning("%s", line)
+        for change in self._changes:
+            change(doc)
+        self.doc = doc
+        log.info("%s was changed by another program during an update: the update went on top of it",
+                 self._store.path)
 
     def save_ledger(self) -> None:
         """Write `ledger` durably now; raise LedgerUnavailable."""
