@@ -281,6 +281,7 @@ class Refresher:
                      name, self.store.path, name)
 
     def _save_unsaved(self) -> None:
+        """Try again to save each pair held in memory only (its account is not refreshed until then)."""
         for name, (spent, pair) in list(self._unsaved.items()):
             with self.store.transaction() as tx:
                 held = _held_token(tx.doc, self.store.path, name)
