@@ -16,6 +16,8 @@ class AdminHandler(EmulatorHandler):
     def get(self, action: str) -> None:
         if action == "stats":
             self.send_json(self.state.stats())
+        elif action == "token":
+            self.send_json(self.state.tokens.lookup(self.get_argument("digest", "")))
         elif action == "files":
             self.send_json(list(self.state.files.values()))
         elif action == "received":

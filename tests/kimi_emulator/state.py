@@ -167,6 +167,7 @@ class EmulatorState:
                 "chats_deleted": self.chats_deleted, "open_streams": self.open_streams,
                 "streams_closed_by_client": self.streams_closed_by_client, "requests": dict(self.counts),
                 "connections": self.connections, "max_stalled": dict(self.max_stalled),
+                "stalled": dict(self.stalled),
                 "research": self.research_usage(), "clock_offset": self.clock.offset}
 
     def research_usage(self) -> dict:
