@@ -119,17 +119,24 @@ class TurnLocks:
 
 
 async def _acquire(lock: asyncio.Lock, timeout: float) -> bool:
-    """lock.acquire() within `timeout` s; never leaves the lock taken when it answers False."""
+    """lock.acquire() within `timeout` s; never leaves the lock taken when it answers False (or is cancelled)."""
     # Not wait_for: before Python 3.12 it can lose an acquire that lands as the timeout fires, leaking the lock.
     attempt = asyncio.ensure_future(lock.acquire())
-    await asyncio.wait({attempt}, timeout=max(0.0, timeout))
-    if not attempt.done():
-        attempt.cancel()
-        try:
-            await attempt
-        except asyncio.CancelledError:
-            return False
-    return attempt.result()
+    try:
+        await asyncio.wait({attempt}, timeout=max(0.0, timeout))
+    except asyncio.CancelledError:
+        _abandon(lock, attempt)
+        raise
+    if attempt.done():
+        return attempt.result()
+    _abandon(lock, attempt)
+    return False
+
+
+def _abandon(lock: asyncio.Lock, attempt: asyncio.Future) -> None:
+    """Give up an acquire: cancel it, and release the lock should it have been granted all the same."""
+    attempt.cancel()
+    attempt.add_done_callback(lambda done: lock.release() if not done.cancelled() and done.result() else None)
 
 
 def _unavailable(path: str, exc: OSError) -> ApiError:

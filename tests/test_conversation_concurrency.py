@@ -201,3 +201,24 @@ def test_a_hand_edited_native_conversation_entry_is_a_503(stack):
     assert response.status_code == 503 and response.json()["error"]["code"] == "conversations_unavailable"
     assert "protocol" in response.json()["error"]["message"]
 
+
+
+def test_a_turn_given_up_while_queued_never_leaves_its_conversation_locked():
+    import asyncio
+
+    from server.conversation_lock import _acquire
+
+    async def scenario() -> None:
+        lock = asyncio.Lock()
+        await lock.acquire()
+        assert not await _acquire(lock, 0.01)   # the wait ran out while the turn before still held it
+        queued = asyncio.ensure_future(_acquire(lock, 3600))
+        await asyncio.sleep(0)
+        queued.cancel()                           # e.g. the server stopping
+        lock.release()
+        await asyncio.gather(queued, return_exceptions=True)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not lock.locked()
+        assert await _acquire(lock, 1)
+    asyncio.run(scenario())
