@@ -102,6 +102,7 @@ class ChatCompletionsHandler(ApiHandler):
             async def bind(turn: Turn) -> None:
                 await conversations.bind(caller_id, turn.chat_id, turn.account.name, turn.protocol, turn.parent_id)
             if entry is not None:
+                self._check_owner(entry, caller_id)
                 return TurnPlan(ChatTarget(choice.agent_id, entry["account"], entry["chat_id"], entry.get("parent_id"),
                                            entry.get("protocol"), keep=True), newest_user_text(request.messages), bind)
             return TurnPlan(ChatTarget(choice.agent_id, keep=True), folded, bind)
@@ -116,11 +117,19 @@ class ChatCompletionsHandler(ApiHandler):
                     raise ApiError(404, f"Unknown conversation_id '{request.conversation_id}': pass the id a "
                                    "previous answer returned, or leave it out to start one.",
                                    param="conversation_id", code="conversation_not_found")
+                self._check_owner(entry, chat_id)
                 return TurnPlan(ChatTarget(choice.agent_id, entry["account"], chat_id, entry.get("parent_id"),
                                            entry.get("protocol"), keep=True), newest_user_text(request.messages),
                                 remember, reply_with_chat_id=True)
             return TurnPlan(ChatTarget(choice.agent_id, keep=True), folded, remember, reply_with_chat_id=True)
         return TurnPlan(ChatTarget(choice.agent_id), folded)
+
+    def _check_owner(self, entry: dict, name: str) -> None:
+        """A 503 at once when the account holding the conversation's chat left config.json (not a wait for it)."""
+        if self.services.config().account(entry["account"]) is None:
+            raise ApiError(503, f"The conversation '{name}' lives in the Kimi account '{entry['account']}', which is "
+                           "no longer in config.json; put that account back to continue it.", type="server_error",
+                           code="conversations_unavailable")
 
     async def delete(self, caller_id: str | None = None) -> None:
         """Forget a stateful conversation and delete its Kimi chat."""

@@ -222,3 +222,15 @@ def test_a_turn_given_up_while_queued_never_leaves_its_conversation_locked():
         assert not lock.locked()
         assert await _acquire(lock, 1)
     asyncio.run(scenario())
+
+
+def test_a_conversation_whose_account_left_the_config_says_so_at_once(stack):
+    path = "/v1/chat/completions/moved"
+    assert stack.post(_body("first"), path).status_code == 200
+    entry = read_json(stack.config_path.parent / "conversations.json")["stateful"]["moved"]
+    _hand_edit(stack, "moved", {**entry, "account": "renamed-away"})
+    response = stack.post(_body("second"), path)
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["code"] == "conversations_unavailable" and "renamed-away" in error["message"]
+    assert stack.emulator.stats()["chats_created"] == 1
