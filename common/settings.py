@@ -36,6 +36,7 @@ DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType({
         "max_attempts": 3,                # upstream attempts (accounts) per request before the first byte
         "max_continuations": 5,           # "continue generating" rounds after Kimi's output cap
         "conversations_file": "conversations.json",  # kept conversations, beside config.json unless absolute
+        "conversation_wait_seconds": 60.0,  # a turn waits this long for the running one of its conversation
         "max_file_bytes": 20_000_000,     # largest image or file taken from a message (decoded or downloaded)
         "fetch_timeout": 30.0,            # seconds to download one image or file URL
         "fetch_allowed_ports": "80,443",  # ports a file URL may use

@@ -51,7 +51,8 @@ class Services:
                                    ports)
         self.max_file_bytes = int(config.server["max_file_bytes"])
         self.conversations = Conversations(os.path.join(os.path.dirname(store.path),
-                                                        str(config.server["conversations_file"])))
+                                                        str(config.server["conversations_file"])),
+                                           float(config.server["conversation_wait_seconds"]))
         rest = RestProtocol(self.kimi, self.settings.keepalive_seconds, int(config.server["max_continuations"]),
                             float(up["parse_timeout"]))
         # Catalog ids never shadow kimi-bridge's own names (kimi-search, kimi-k1, ...).

@@ -61,6 +61,8 @@ class AdminHandler(EmulatorHandler):
         elif action == "clock":
             state.clock.offset += float(body.get("advance", 0))
             self.send_json({"offset": state.clock.offset, "now": state.clock.now()})
+        elif action == "release":
+            self.send_json({"released": state.release_pauses()})
         elif action == "reset":
             state.reset()
             self.send_json({"ok": True})

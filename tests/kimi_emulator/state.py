@@ -137,6 +137,16 @@ class EmulatorState:
         self.connections = 0   # TCP connections that carried Kimi calls (admin calls not counted)
         self.stalled: dict[str, int] = {}       # endpoint -> calls inside an injected stall now
         self.max_stalled: dict[str, int] = {}   # endpoint -> the most at once
+        # Pauses right now (a stream's `stall_after` stall or pacing, a call's injected stall):
+        # tests wait for them on a condition, then end them with /_admin/release.
+        self.pauses: set = set()
+
+    def release_pauses(self) -> int:
+        """End every stream's pause now (a held stall goes on at once); return how many there were."""
+        waiters = [w for w in self.pauses if not w.done()]
+        for waiter in waiters:
+            waiter.set_result(None)
+        return len(waiters)
 
     def reset(self) -> None:
         """Forget everything (a new emulator of the same web)."""
@@ -168,6 +178,7 @@ class EmulatorState:
                 "streams_closed_by_client": self.streams_closed_by_client, "requests": dict(self.counts),
                 "connections": self.connections, "max_stalled": dict(self.max_stalled),
                 "stalled": dict(self.stalled),
+                "paused": len(self.pauses),
                 "research": self.research_usage(), "clock_offset": self.clock.offset}
 
     def research_usage(self) -> dict:
