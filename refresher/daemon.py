@@ -209,21 +209,23 @@ class Refresher:
             try:
                 pair = self._client.refresh(token)
             except RefreshRejected as exc:
+                error = str(exc)   # bound here: the replayed change below may outlive the except block
                 tx.ledger.refused(name, token, self.clock())
                 self._save_ledger(tx, name)
-                tx.apply(lambda doc: update_status(doc, name, state=STATE_RELOGIN, last_error=str(exc),
+                tx.apply(lambda doc: update_status(doc, name, state=STATE_RELOGIN, last_error=error,
                                                    rejected_token=fingerprint(token)))
                 tx.save()
                 self._forget_backoff(name)
                 self._warn_relogin_once(name, fingerprint(token))
                 return Outcome.RELOGIN
             except RefreshTransient as exc:
+                error = str(exc)
                 tx.ledger.abandon(token)
                 self._save_ledger(tx, name)
                 delay = self._back_off(name)
                 log.warning("refreshing account %r failed: %s; retrying in %.0fs with the same token",
                             name, exc, delay)
-                tx.apply(lambda doc: update_status(doc, name, state=STATE_RETRYING, last_error=str(exc)))
+                tx.apply(lambda doc: update_status(doc, name, state=STATE_RETRYING, last_error=error))
                 tx.save()
                 return Outcome.FAILED
             self._store_pair(tx, name, token, pair)
