@@ -85,7 +85,8 @@ def _refuse_unsupported(request: TurnRequest) -> None:
         missing.append("math mode")
     if missing:
         raise ApiError(400, f"{', '.join(missing).capitalize()} are served over Kimi's REST protocol only; this "
-                       "account uses Connect. Give it a refresh token, or set its \"protocol\" to \"rest\".",
+                       "account uses Connect. Where Kimi still serves REST, set the account's (or upstream's) "
+                       "\"protocol\" to \"rest\".",
                        param="model", code="unsupported_over_connect")
 
 

@@ -148,8 +148,9 @@ def test_thinking_and_search_over_connect(connect, model, thinking, search):
 
 
 def test_features_that_need_rest_are_refused_clearly_over_connect(connect):
-    response = connect.post({"model": "kimi-research", "messages": USER})
-    assert response.status_code == 400 and response.json()["error"]["code"] == "unsupported_over_connect"
+    for model in ("kimi-research", "kimi-math"):
+        response = connect.post({"model": model, "messages": USER})
+        assert response.status_code == 400 and response.json()["error"]["code"] == "unsupported_over_connect"
 
 
 def test_chats_are_deleted_with_delete_chat(connect):

@@ -228,15 +228,6 @@ def test_an_upload_kimi_refuses_is_a_clear_error(world):
     assert "injected" not in response.text
 
 
-def test_research_and_math_stay_refused_over_connect(world):
-    stack = world["stack"]
-    if stack.protocol == "rest":
-        pytest.skip("REST serves research and math")
-    for model in ("kimi-research", "kimi-math"):
-        response = stack.post({"model": model, "messages": [{"role": "user", "content": "hi"}]})
-        assert response.status_code == 400 and response.json()["error"]["code"] == "unsupported_over_connect"
-
-
 def test_a_file_in_the_second_turn_of_a_conversation(world):
     stack = world["stack"]
     first = stack.post({"model": "kimi", "conversation_id": "new", "messages": [{"role": "user", "content": "hi"}]})
