@@ -46,7 +46,7 @@ DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType({
         "tick_seconds": 5.0,          # how often accounts are looked at
         "margin_seconds": 180.0,      # refresh when the access token has less than this left
         "retry_base_seconds": 5.0,    # first back-off after a transient failure
-        "retry_max_seconds": 300.0,   # back-off ceiling
+        "retry_max_seconds": 60.0,    # back-off ceiling: several retries fit in the margin of a 15-minute token
         "expiry_warning_seconds": 172800.0,  # warn this long before a kimi-auth token (no refresh token) runs out
     },
     "store": {
