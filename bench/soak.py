@@ -1,6 +1,6 @@
 """make soak: the long robustness runs (minutes each); CI runs the short versions in tests/test_robustness.py.
 
-python -m bench.soak [--minutes 5] [--clients 500]
+python -m bench.soak [--minutes 5] [--clients 500] [--chaos-minutes 5]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from bench import loadgen
 from bench.run import completion_call, shape_stream
 from tests.helpers import UPSTREAM_CODES, Stack, open_fds, rss_kb
+from tests.test_chaos import check_report, run_chaos
 
 def _maker(stack: Stack, timeout: float = 120):
     """Requests of which one in four is not streamed."""
@@ -116,18 +117,33 @@ def slow_clients(tmp: Path, slow: int) -> bool:
         stack.close()
 
 
+def chaos(tmp: Path, minutes: float) -> bool:
+    """The long chaos run of tests/test_chaos.py: SIGKILLs, stale editor saves, a client throughout."""
+    report = run_chaos(tmp / "chaos", minutes * 60)
+    try:
+        check_report(report)
+        ok, why = True, ""
+    except AssertionError as exc:
+        ok, why = False, f" ({exc})"
+    print(f"| chaos: {minutes:g} min of SIGKILLs and stale editor saves | {report.line()} | | "
+          f"{'PASS' if ok else 'FAIL' + why} |", flush=True)
+    return ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5)
     parser.add_argument("--clients", type=int, default=500)
     parser.add_argument("--fault-requests", type=int, default=1000)
     parser.add_argument("--slow", type=int, default=200)
+    parser.add_argument("--chaos-minutes", type=float, default=5)
     args = parser.parse_args()
     print("| suite | outcome | resources | | verdict |\n|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
+        (tmp / "chaos").mkdir()
         results = [faults(tmp, args.fault_requests), slow_clients(tmp, args.slow),
-                   load(tmp, args.clients, args.minutes)]
+                   load(tmp, args.clients, args.minutes), chaos(tmp, args.chaos_minutes)]
     return 0 if all(results) else 1
 
 

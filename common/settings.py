@@ -12,8 +12,9 @@ from common.errors import ConfigError
 # section -> key -> default. The default's type is the setting's type.
 DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType({
     "upstream": {
-        "base_url": "https://kimi.moonshot.cn",
-        "protocol": "auto",           # rest, connect, or auto (REST with a refresh token, else Connect)
+        "base_url": "https://www.kimi.com",  # kimi.moonshot.cn sends visitors outside China here
+        "auth_base_url": "auto",      # refresh RPC host; auto: auth.kimi.com for (www.)kimi.com, else base_url
+        "protocol": "auto",           # rest, connect, or auto (= Connect, the only chat protocol of the 2026 web)
         "connect_timeout": 10.0,      # seconds to open a connection to Kimi
         "request_timeout": 300.0,     # seconds for one whole upstream call
         "idle_timeout": 60.0,         # seconds of silence tolerated inside a stream
@@ -35,15 +36,17 @@ DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType({
         "max_attempts": 3,                # upstream attempts (accounts) per request before the first byte
         "max_continuations": 5,           # "continue generating" rounds after Kimi's output cap
         "conversations_file": "conversations.json",  # kept conversations, beside config.json unless absolute
+        "conversation_wait_seconds": 60.0,  # a turn waits this long for the running one of its conversation
         "max_file_bytes": 20_000_000,     # largest image or file taken from a message (decoded or downloaded)
         "fetch_timeout": 30.0,            # seconds to download one image or file URL
         "fetch_allowed_ports": "80,443",  # ports a file URL may use
+        "model_catalog_refresh_seconds": 3600.0,  # how often each account's model list is read from Kimi again
     },
     "refresher": {
         "tick_seconds": 5.0,          # how often accounts are looked at
         "margin_seconds": 180.0,      # refresh when the access token has less than this left
         "retry_base_seconds": 5.0,    # first back-off after a transient failure
-        "retry_max_seconds": 300.0,   # back-off ceiling
+        "retry_max_seconds": 60.0,    # back-off ceiling: several retries fit in the margin of a 15-minute token
         "expiry_warning_seconds": 172800.0,  # warn this long before a kimi-auth token (no refresh token) runs out
     },
     "store": {
@@ -119,13 +122,32 @@ def _check(value: object, default: object, field: str, source: str) -> object:
         raise ConfigError(source, field, "a non-empty string", value)
     if field.lower().endswith("protocol") and value not in PROTOCOLS:
         raise ConfigError(source, field, "one of " + ", ".join(PROTOCOLS), value)
-    if field.endswith("base_url"):
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(source, field, "an http(s) URL such as https://kimi.moonshot.cn", value)
-        # A scheme is case-insensitive (`HTTP://`); every client below compares it lower-case.
-        return urlunsplit(parts).rstrip("/")   # urlsplit lower-cases the scheme
+    if field.lower().endswith("base_url"):
+        return _base_url(value, field, source)
     return value
+
+
+def _base_url(value: str, field: str, source: str) -> str:
+    """An http(s) URL without its trailing slash; `auth_base_url` may also be `auto`."""
+    if field.lower().endswith("auth_base_url") and value == "auto":
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(source, field, "an http(s) URL such as https://www.kimi.com", value)
+    # A scheme is case-insensitive (`HTTP://`); every client below compares it lower-case.
+    return urlunsplit(parts).rstrip("/")   # urlsplit lower-cases the scheme
+
+
+def auth_base_url(upstream: Mapping[str, object]) -> str:
+    """Where the refresh RPC is called: the setting, or for `auto` auth.kimi.com when the web is
+    (www.)kimi.com (kimi-protocol-2026-12.md §1 item 2), else base_url itself (the emulator, mirrors)."""
+    configured = str(upstream.get("auth_base_url", "auto"))
+    if configured != "auto":
+        return configured
+    base = str(upstream["base_url"])
+    if (urlsplit(base).hostname or "") in ("www.kimi.com", "kimi.com"):
+        return "https://auth.kimi.com"
+    return base
 
 
 def api_keys_override(environ: Mapping[str, str] | None = None) -> list[str] | None:

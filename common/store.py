@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import logging
 import os
 import secrets
@@ -18,6 +17,11 @@ from filelock import FileLock, Timeout
 
 from common.config import Config, parse_config
 from common.errors import ConfigError
+from common.store_files import (StoreBusy, decode, digest, file_error, flock, fsync_dir, is_mount_point,
+                                 parses, read_all, stat_key, write_all)
+from common.token_guard import heal
+from common.token_ledger import LedgerFile, LedgerUnavailable
+from common.transaction import Transaction
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +29,15 @@ T = TypeVar("T")
 
 # Test-only: turn the writers' lock off so that the race tests can be seen to fail without it.
 UNSAFE_NO_LOCK_ENV = "KIMI_BRIDGE_TESTING_UNSAFE_NO_LOCK"
-_POLL = 0.01
-
-
-class StoreBusy(Exception):
-    """The config is locked by someone else for longer than we were willing to wait."""
+# A directory that will not take our temp file (read-only for us, full, read-only mount): write in place.
+_DIR_REFUSED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 
 
 class ConfigStore:
     """config.json on disk, following the store rules of design.md."""
 
     def __init__(self, path: str, *, lock_timeout: float = 30.0, environ: Mapping[str, str] | None = None,
-                 validate: Callable[[dict], object] | None = None) -> None:
+                 validate: Callable[[dict], object] | None = None, token_ledger: bool = True) -> None:
         environ = os.environ if environ is None else environ
         # What a document must pass before it is written: by default, being a usable config.
         self._validate = validate or (lambda doc: parse_config(doc, self.path, self._environ))
@@ -52,7 +53,10 @@ class ConfigStore:
         if not self._locking:
             log.warning("%s is set: config writes are NOT locked (tests only)", UNSAFE_NO_LOCK_ENV)
         # A single-file bind mount cannot be replaced (EBUSY): write in place under flock instead.
-        self.in_place = _is_mount_point(self.path)
+        self.in_place = is_mount_point(self.path)
+        self._dir_refused = False
+        # Spent refresh tokens and the last saved pairs (common/token_ledger.py); None for other documents.
+        self.ledger = LedgerFile(self.path) if token_ledger else None
         self._cache_key: tuple | None = None
         self._cache: Config | None = None
         self._last_error = ""
@@ -64,13 +68,17 @@ class ConfigStore:
         try:
             st = os.stat(self.path)
         except OSError as exc:
-            raise _file_error(self.path, exc) from None
-        key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            raise file_error(self.path, exc) from None
+        ledger_key = self.ledger.stat_key() if self.ledger else None
+        key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, ledger_key)
         if key == self._cache_key and self._cache is not None:
             return self._cache
-        doc, key = self._read_document(lock_wait)
+        doc, file_key = self._read_document(lock_wait)
+        if self.ledger is not None:
+            # Readers see the newest saved pair even before a writer has put it back into the file.
+            heal(doc, self.ledger.read(), self.path)
         config = parse_config(doc, self.path, self._environ)
-        self._cache_key, self._cache = key, config
+        self._cache_key, self._cache = (*file_key, ledger_key), config
         return config
 
     def current(self, lock_wait: float = 0.0) -> Config:
@@ -104,43 +112,71 @@ class ConfigStore:
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
-            raise _file_error(self.path, exc) from None
+            raise file_error(self.path, exc) from None
         try:
             # Writers in place hold LOCK_EX; a shared lock keeps us from reading half a write.
-            _flock(fd, fcntl.LOCK_SH, lock_wait)
+            flock(fd, fcntl.LOCK_SH, lock_wait)
             st = os.fstat(fd)
-            data = _read_all(fd)
+            data = read_all(fd)
         except OSError as exc:
-            raise _file_error(self.path, exc) from None
+            raise file_error(self.path, exc) from None
         finally:
             os.close(fd)  # also drops the shared lock
-        return _decode(data, self.path), (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        return decode(data, self.path), stat_key(st)
 
     # --- writing -------------------------------------------------------------------------
 
     def update(self, mutate: Callable[[dict], T]) -> T:
         """Lock, re-read, apply `mutate` to the document, save; return what `mutate` returned."""
+        results: list[T] = []
         with self.transaction() as tx:
-            result = mutate(tx.doc)
+            tx.apply(lambda doc: results.append(mutate(doc)))
             tx.save()
-            return result
+            return results[-1]   # from the last replay, when save() replayed it over an outside edit
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        """Hold the lock while the caller reads `tx.doc`, works, and calls `tx.save()`."""
+        """Hold the lock while the caller reads `tx.doc`, changes it with `tx.apply()`, and calls `tx.save()`."""
         with self._writer_lock():
+            tx = Transaction(self)
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-            except OSError as exc:
-                raise _file_error(self.path, exc) from None
-            try:
-                if self.in_place:
-                    _flock(fd, fcntl.LOCK_EX, self._lock_timeout)
-                self._finish_interrupted_write(fd)
+                tx.reopen()
+                self._finish_interrupted_write(tx.fd)
                 self._remove_stale_temps()
-                yield Transaction(self, _decode(_read_all(fd), self.path), fd)
+                tx.read()
+                self._guard(tx)
+                yield tx
             finally:
-                os.close(fd)  # also drops the flock
+                tx.close()  # also drops the flock
+
+    def ensure_ledger(self) -> None:
+        """Create the token ledger's files now, under the lock; raise LedgerUnavailable, ConfigError or StoreBusy."""
+        if self.ledger is not None:
+            with self.transaction():
+                self.ledger.ensure()
+
+    def _guard(self, tx: Transaction) -> None:
+        """Settle refreshes a dead refresher left open, and heal spent refresh tokens out of the file."""
+        if self.ledger is None:
+            return
+        resolved = tx.ledger.resolve_intents(time.time())
+        for intent in resolved:
+            log.error("a refresh of account %r with refresh token %s never recorded its outcome (the refresher "
+                      "stopped mid-refresh?): that token counts as spent and is never sent again",
+                      intent["account"], intent.get("fp", "fp:?"))
+        if resolved:
+            try:
+                tx.save_ledger()
+            except LedgerUnavailable as exc:
+                log.error("%s", exc)   # this transaction still holds the verdict in memory
+        lines = heal(tx.doc, tx.ledger, self.path)
+        for line in lines:
+            log.warning("%s", line)
+        if lines:
+            try:
+                tx.save()
+            except (OSError, ConfigError) as exc:
+                log.error("could not write the repaired %s yet: %s", self.path, exc)
 
     @contextlib.contextmanager
     def _writer_lock(self) -> Iterator[None]:
@@ -156,24 +192,39 @@ class ConfigStore:
         finally:
             self._file_lock.release()
 
-    def _write(self, doc: dict, fd: int) -> None:
+    def _write(self, doc: dict, tx: Transaction) -> None:
         # Refuse to write what the processes could not read back.
         self._validate(doc)
         data = orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
         if not self.in_place:
             try:
-                self._write_replace(data)
+                self._write_replace(data, tx.check_unchanged)
+                if self._dir_refused:
+                    self._dir_refused = False
+                    log.warning("%s: its directory takes temp files again: atomic replaces resumed", self.path)
+                tx.reopen()   # the fd still names the file we replaced
+                tx.seen(data)
                 return
             except OSError as exc:
-                if exc.errno != errno.EBUSY:
+                if exc.errno == errno.EBUSY:
+                    log.warning("%s cannot be replaced (single-file bind mount?): writing in place from now on",
+                                self.path)
+                    self.in_place = True
+                elif exc.errno in _DIR_REFUSED:
+                    if not self._dir_refused:
+                        self._dir_refused = True
+                        log.warning("%s: no temp file can be written beside it (%s): writing the file in place "
+                                    "under flock until one can", self.path, exc.strerror)
+                else:
                     raise
-                log.warning("%s cannot be replaced (single-file bind mount?): writing in place from now on",
-                            self.path)
-                self.in_place = True
-                _flock(fd, fcntl.LOCK_EX, self._lock_timeout)
-        self._write_in_place(data, fd)
+        tx.check_unchanged()   # (re)opens the file at the path outside in-place mode
+        if not tx.writable:
+            raise PermissionError(errno.EACCES, "permission denied: the file is read-only for this user", self.path)
+        flock(tx.fd, fcntl.LOCK_EX, self._lock_timeout)
+        self._write_in_place(data, tx.fd)
+        tx.seen(data)
 
-    def _write_replace(self, data: bytes) -> None:
+    def _write_replace(self, data: bytes, before_commit: Callable[[], None] = lambda: None) -> None:
         try:
             old = os.stat(self.path)
         except FileNotFoundError:
@@ -187,25 +238,26 @@ class ConfigStore:
                     with contextlib.suppress(PermissionError):
                         if (old.st_uid, old.st_gid) != (os.getuid(), os.getgid()):
                             os.fchown(tfd, old.st_uid, old.st_gid)
-                _write_all(tfd, data)
+                write_all(tfd, data)
                 os.fsync(tfd)
             finally:
                 os.close(tfd)
+            before_commit()
             os.replace(temp, self.path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
             raise
-        _fsync_dir(self._dir)
+        fsync_dir(self._dir)
 
     def _write_in_place(self, data: bytes, fd: int) -> None:
         # A journal first, so a crash mid-write rolls forward to the new tokens on the next start.
-        journal_ok = self._write_journal(_digest(_read_all(fd)) + b"\n" + data)
+        journal_ok = self._write_journal(digest(read_all(fd)) + b"\n" + data)
         # Pad to the old length (JSON allows trailing white space) so the file parses at every step:
         # after the one write, and again after the truncate.
         old_size = os.fstat(fd).st_size
         os.lseek(fd, 0, os.SEEK_SET)
-        _write_all(fd, data + b" " * max(0, old_size - len(data)))
+        write_all(fd, data + b" " * max(0, old_size - len(data)))
         os.ftruncate(fd, len(data))
         os.fsync(fd)
         if journal_ok:
@@ -217,12 +269,12 @@ class ConfigStore:
         try:
             jfd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
-                _write_all(jfd, data)
+                write_all(jfd, data)
                 os.fsync(jfd)
             finally:
                 os.close(jfd)
             os.replace(temp, self._journal_path)
-            _fsync_dir(self._dir)
+            fsync_dir(self._dir)
             return True
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -238,10 +290,10 @@ class ConfigStore:
             orjson.loads(data)
         except (OSError, ValueError):
             return
-        current = _read_all(fd)
+        current = read_all(fd)
         # Only over the file the journal was written against (or a torn copy of it): never over
         # anything written since, which may hold newer tokens.
-        if _digest(current) == old_digest or not _parses(current):
+        if digest(current) == old_digest or not parses(current):
             log.warning("completing an interrupted write of %s from its journal", self.path)
             self._write_in_place(data, fd)
         with contextlib.suppress(FileNotFoundError):
@@ -258,104 +310,3 @@ class ConfigStore:
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(self._dir, name))
                     log.info("removed a stale temp file %s", name)
-
-
-class Transaction:
-    """An open, locked read-modify-write of config.json."""
-
-    def __init__(self, store: ConfigStore, doc: dict, fd: int) -> None:
-        self._store, self._fd, self.doc = store, fd, doc
-
-    def config(self) -> Config:
-        """The document as a validated Config (raises ConfigError)."""
-        return parse_config(self.doc, self._store.path, self._store._environ)
-
-    def save(self) -> None:
-        """Write `doc` now; the lock stays held until the transaction ends."""
-        self._store._write(self.doc, self._fd)
-
-
-def _flock(fd: int, operation: int, wait: float) -> None:
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(fd, operation | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise StoreBusy("config.json is being written") from None
-            time.sleep(_POLL)
-
-
-def _digest(data: bytes) -> bytes:
-    return hashlib.sha256(data).hexdigest().encode()
-
-
-def _parses(data: bytes) -> bool:
-    try:
-        return isinstance(orjson.loads(data), dict)
-    except ValueError:
-        return False
-
-
-def _read_all(fd: int) -> bytes:
-    os.lseek(fd, 0, os.SEEK_SET)
-    chunks = []
-    while chunk := os.read(fd, 1 << 16):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _fsync_dir(path: str) -> None:
-    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-def _decode(data: bytes, path: str) -> dict:
-    if not data.strip():
-        raise ConfigError(path, "(file)", "a JSON object", detail="the file is empty")
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise ConfigError(path, "(file)", "valid JSON", detail=f"line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(path, "(top level)", "a JSON object", doc)
-    return doc
-
-
-def _file_error(path: str, exc: OSError) -> ConfigError:
-    if isinstance(exc, FileNotFoundError):
-        return ConfigError(path, "(file)", "an existing file", detail="not found; copy config.example.json")
-    if isinstance(exc, IsADirectoryError):
-        return ConfigError(path, "(file)", "a file", detail="it is a directory")
-    if isinstance(exc, PermissionError):
-        return ConfigError(path, "(file)", "a file this user may read and write", detail="permission denied")
-    return ConfigError(path, "(file)", "a readable file", detail=exc.strerror or type(exc).__name__)
-
-
-def _is_mount_point(path: str) -> bool:
-    """True when `path` itself is a mount point (a single-file bind mount)."""
-    real = os.path.realpath(path)
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) > 4 and _unescape_mount(fields[4]) == real:
-                    return True
-    except OSError:
-        pass
-    return False
-
-
-def _unescape_mount(text: str) -> str:
-    # mountinfo writes space, tab, newline and backslash as octal escapes.
-    return text.encode().decode("unicode_escape") if "\\" in text else text

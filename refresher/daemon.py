@@ -14,12 +14,14 @@ from enum import Enum
 
 import schedule
 
-from common.config import STATE_OK, STATE_RELOGIN, Config, set_tokens, update_status, update_status_if_token
+from common.config import STATE_OK, STATE_RELOGIN, Config, parse_config, set_tokens, update_status, update_status_if_token
 from common.errors import ConfigError
 from common.heartbeat import HeartbeatWriter
 from common.jwt_claims import try_decode_claims
 from common.redact import fingerprint
+from common.settings import auth_base_url
 from common.store import ConfigStore, StoreBusy
+from common.token_ledger import LedgerUnavailable
 from common.account_state import access_token_live, awaiting_relogin, credential
 from refresher.decision import malformed_token, refresh_reason
 from refresher.kimi_auth import KimiAuthClient, RefreshRejected, RefreshTransient, TokenPair
@@ -77,7 +79,8 @@ class Refresher:
         self._client = self._make_client(config)
         self._failures: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
-        self._unsaved: dict[str, TokenPair] = {}
+        # account -> (the refresh token spent, the pair it bought) while that pair is not in config.json
+        self._unsaved: dict[str, tuple[str, TokenPair]] = {}
         self._warned: set[tuple[str, str]] = set()
         self._scheduler = schedule.Scheduler()
         self._tick_seconds = 0.0
@@ -86,12 +89,21 @@ class Refresher:
     @staticmethod
     def _make_client(config: Config) -> KimiAuthClient:
         up = config.upstream
-        return KimiAuthClient(up["base_url"], up["connect_timeout"], up["refresh_timeout"])
+        return KimiAuthClient(auth_base_url(up), up["base_url"], up["connect_timeout"], up["refresh_timeout"])
 
     # --- the loop ---------------------------------------------------------------------------
 
+    def prepare_ledger(self) -> None:
+        """Create the token ledger beside the config now, while its directory may still take new files."""
+        try:
+            self.store.ensure_ledger()
+        except (OSError, ConfigError, StoreBusy) as exc:
+            log.error("the token ledger beside %s cannot be created (%s): no refresh token is spent until it "
+                      "can (make the directory writable for this user)", self.store.path, exc)
+
     def run_forever(self) -> None:
         """Tick until stop_event is set; a tick in progress always finishes (and saves) first."""
+        self.prepare_ledger()
         self._reschedule()
         self.tick()
         while not self.stop_event.is_set():
@@ -118,6 +130,8 @@ class Refresher:
             for account in self.config.accounts:
                 if self.stop_event.is_set():
                     return
+                if account.name in self._unsaved:
+                    continue   # its new pair is not saved yet: only the save is retried, never a refresh
                 if awaiting_relogin(account):
                     self._warn_relogin_once(account.name, account.status.rejected_token)
                     continue
@@ -130,6 +144,9 @@ class Refresher:
                     continue
                 if refresh_reason(account, self.clock(), float(self.config.refresher["margin_seconds"])):
                     self.refresh_account(account.name)
+        except (ConfigError, StoreBusy) as exc:
+            # Someone mid-save in an editor, or a long lock: nothing was spent, the next tick looks again.
+            log.warning("the config cannot be used right now (%s); trying again next tick", exc)
         except Exception:  # noqa: BLE001 - the daemon must outlive any single failure
             log.exception("refresher tick failed; trying again next tick")
 
@@ -180,6 +197,8 @@ class Refresher:
 
     def refresh_account(self, name: str) -> Outcome:
         """Refresh `name` if still due, holding the lock from reading its token to saving the new pair."""
+        if name in self._unsaved:
+            return Outcome.FAILED   # the pair its last refresh bought is still waiting to be saved
         with self.store.transaction() as tx:
             # Re-read inside the lock: another refresher may have spent this token a moment ago.
             account = tx.config().account(name)
@@ -187,35 +206,76 @@ class Refresher:
             reason = account and refresh_reason(account, now, float(self.config.refresher["margin_seconds"]))
             if not reason:
                 return Outcome.NOT_DUE
+            token = account.refresh_token
+            if tx.ledger.fate(token) or tx.ledger.in_flight(token):
+                log.error("not refreshing account %r: its refresh token %s was already spent", name, fingerprint(token))
+                return Outcome.RELOGIN
             log.debug("refreshing account %r: %s", name, reason)
             try:
-                pair = self._client.refresh(account.refresh_token)
+                # The intent is durable before the token leaves: a refresher killed during the call
+                # leaves a record that keeps every later one from spending the token again.
+                tx.ledger.begin(name, token, now)
+                tx.save_ledger()
+            except LedgerUnavailable as exc:
+                delay = self._back_off(name)
+                log.error("not refreshing account %r: %s; a refresh token is never spent without that record "
+                          "(trying again in %.0fs)", name, exc, delay)
+                return Outcome.FAILED
+            try:
+                pair = self._client.refresh(token)
             except RefreshRejected as exc:
-                update_status(tx.doc, name, state=STATE_RELOGIN, last_error=str(exc),
-                              rejected_token=fingerprint(account.refresh_token))
+                error = str(exc)   # bound here: the replayed change below may outlive the except block
+                tx.ledger.refused(name, token, self.clock())
+                self._save_ledger(tx, name)
+                tx.apply(lambda doc: update_status(doc, name, state=STATE_RELOGIN, last_error=error,
+                                                   rejected_token=fingerprint(token)))
                 tx.save()
                 self._forget_backoff(name)
-                self._warn_relogin_once(name, fingerprint(account.refresh_token))
+                self._warn_relogin_once(name, fingerprint(token))
                 return Outcome.RELOGIN
             except RefreshTransient as exc:
+                error = str(exc)
+                tx.ledger.abandon(token)
+                self._save_ledger(tx, name)
                 delay = self._back_off(name)
                 log.warning("refreshing account %r failed: %s; retrying in %.0fs with the same token",
                             name, exc, delay)
-                update_status(tx.doc, name, state=STATE_RETRYING, last_error=str(exc))
+                tx.apply(lambda doc: update_status(doc, name, state=STATE_RETRYING, last_error=error))
                 tx.save()
                 return Outcome.FAILED
-            self._store_pair(tx, name, pair)
+            self._store_pair(tx, name, token, pair)
         self._forget_backoff(name)
         expiry = _expiry(pair.access_token)
         log.info("refreshed account %r: access token %s valid until %s, refresh token %s",
                  name, fingerprint(pair.access_token), expiry or "unknown", fingerprint(pair.refresh_token))
         return Outcome.REFRESHED
 
-    def _store_pair(self, tx, name: str, pair: TokenPair) -> None:
-        """Save the new pair; the old refresh token may already be dead, so try hard and keep it if we cannot."""
-        set_tokens(tx.doc, name, pair.access_token, pair.refresh_token)
-        update_status(tx.doc, name, state=STATE_OK, last_error="", rejected_token="", refresh_requested="",
-                      last_refresh_at=_iso(self.clock()), access_token_expires_at=_expiry(pair.access_token))
+    def _save_ledger(self, tx, name: str) -> bool:
+        """Write the ledger; on failure log it and go on (what it would say is also in memory)."""
+        try:
+            tx.save_ledger()
+            return True
+        except LedgerUnavailable as exc:
+            log.error("account %r: %s", name, exc)
+            return False
+
+    def _store_pair(self, tx, name: str, spent: str, pair: TokenPair) -> None:
+        """Save the new pair: the ledger first (it survives where config.json cannot be written), then the file."""
+        tx.ledger.rotated(name, spent, pair.access_token, pair.refresh_token, self.clock())
+        in_ledger = self._save_ledger(tx, name)
+
+        def put(doc: dict) -> None:
+            held = _held_token(doc, self.store.path, name)
+            if held is None or (held not in (spent, pair.refresh_token) and not tx.ledger.fate(held)):
+                # A person gave the account a genuinely new token (or removed it) meanwhile: theirs wins.
+                log.warning("account %r was changed by hand during its refresh: keeping that change (the pair just "
+                            "minted, refresh token %s, stays in the token ledger only)", name,
+                            fingerprint(pair.refresh_token))
+                return
+            set_tokens(doc, name, pair.access_token, pair.refresh_token)
+            update_status(doc, name, state=STATE_OK, last_error="", rejected_token="", refresh_requested="",
+                          last_refresh_at=_iso(self.clock()), access_token_expires_at=_expiry(pair.access_token))
+        tx.apply(put)
         for attempt in range(1, SAVE_ATTEMPTS + 1):
             try:
                 tx.save()
@@ -226,14 +286,29 @@ class Refresher:
                           name, attempt, SAVE_ATTEMPTS, exc)
                 if attempt < SAVE_ATTEMPTS:
                     time.sleep(0.2 * attempt)   # even while stopping: these tokens must be written
-        self._unsaved[name] = pair
-        log.critical("the new tokens of %r are held in memory only; fix %s so they can be written "
-                     "(do not stop the refresher until they are)", name, self.store.path)
+        if in_ledger:
+            # Durable there, and every reader (the server too) sees them through the store: go on from them.
+            self._unsaved.pop(name, None)
+            log.critical("the new tokens of %r are saved only in the token ledger beside %s (both processes read "
+                         "them from there); fix the file's permissions so they can be written into it",
+                         name, self.store.path)
+            return
+        self._unsaved[name] = (spent, pair)
+        log.critical("the new tokens of %r are held in memory only; fix %s so they can be written (do not stop "
+                     "the refresher until they are); %r is not refreshed again until then",
+                     name, self.store.path, name)
 
     def _save_unsaved(self) -> None:
-        for name, pair in list(self._unsaved.items()):
+        """Try again to save each pair held in memory only (its account is not refreshed until then)."""
+        for name, (spent, pair) in list(self._unsaved.items()):
             with self.store.transaction() as tx:
-                self._store_pair(tx, name, pair)
+                held = _held_token(tx.doc, self.store.path, name)
+                if held is None or (held not in (spent, pair.refresh_token) and not tx.ledger.fate(held)):
+                    # Someone put a genuinely new token (or removed the account) meanwhile: theirs wins.
+                    log.warning("account %r was given a new refresh token by hand: dropping the pair held for it", name)
+                    self._unsaved.pop(name)
+                    continue
+                self._store_pair(tx, name, spent, pair)
 
     def _back_off(self, name: str) -> float:
         failures = self._failures[name] = self._failures.get(name, 0) + 1
@@ -252,6 +327,7 @@ class Refresher:
 
     def run_once(self) -> int:
         """Refresh what is due once; 0 when every enabled account then holds a live access token, else 1."""
+        self.prepare_ledger()
         margin = float(self.config.refresher["margin_seconds"])
         failed = False
         for account in self.config.accounts:
@@ -280,6 +356,15 @@ class Refresher:
                 log.warning("account %r holds no live access token", account.name)
                 failed = True
         return 1 if failed else 0
+
+
+def _held_token(doc: dict, source: str, name: str) -> str | None:
+    """The refresh token `doc` holds for account `name`; None when the account is gone or the doc unusable."""
+    try:
+        account = parse_config(doc, source).account(name)
+    except ConfigError:
+        return None
+    return account.refresh_token if account else None
 
 
 def _iso(ts: float) -> str:

@@ -41,10 +41,27 @@ def refresh_reason(account: Account, now: float, margin: float) -> str | None:
         return "the server saw this access token rejected"
     if claims.exp is None:
         return None
-    if claims.iat is not None and claims.exp > claims.iat:
-        # A token that lives shorter than the margin would be refreshed on every tick.
-        margin = min(margin, (claims.exp - claims.iat) / 2)
     left = claims.exp - now
-    if left <= margin:
+    if left <= effective_margin(claims.exp, claims.iat, margin):
         return "the access token has expired" if left <= 0 else f"the access token expires in {left:.0f}s"
     return None
+
+
+def effective_margin(exp: float, iat: float | None, margin: float) -> float:
+    """How long before `exp` to refresh: `margin`, but at most half the token's lifetime."""
+    if iat is not None and exp > iat:
+        # A token that lives shorter than the margin would be refreshed on every tick.
+        return min(margin, (exp - iat) / 2)
+    return margin
+
+
+def planned_refresh_at(account: Account, now: float, margin: float) -> float | None:
+    """When the refresher will renew `account` if nothing asks earlier (`now` when due); None if it never will."""
+    if refresh_reason(account, now, margin):
+        return now
+    if not account.enabled or not account.refresh_token or awaiting_relogin(account):
+        return None
+    claims = try_decode_claims(account.access_token)
+    if claims is None or claims.exp is None:
+        return None
+    return claims.exp - effective_margin(claims.exp, claims.iat, margin)

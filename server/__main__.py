@@ -104,6 +104,7 @@ async def _serve(store: ConfigStore, config, sockets: list) -> int:
         idle_connection_timeout=float(config.server["idle_connection_timeout"]),
         body_timeout=float(config.server["body_timeout"]))
     server.add_sockets(sockets)
+    services.catalogs.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     log.info("serving on the %s event loop", "uvloop" if type(loop).__module__.startswith("uvloop") else "standard asyncio")
@@ -112,6 +113,7 @@ async def _serve(store: ConfigStore, config, sockets: list) -> int:
     await stop.wait()
     log.info("stopping: no new connections; finishing chat clean-up")
     server.stop()
+    await services.catalogs.stop()
     await asyncio.wait_for(services.completions.drain(), 10)
     services.kimi.http.close()
     return 0

@@ -55,12 +55,10 @@ class AccountPool:
         return candidates[self._turn % len(candidates)]
 
     def protocol_of(self, account: Account) -> str:
-        """`rest` or `connect`: the account's own choice, else upstream.protocol; `auto` goes by the tokens."""
+        """`rest` or `connect`: the account's own choice, else upstream.protocol; `auto` is Connect."""
         choice = account.protocol or str(self.store.current().upstream["protocol"])
-        if choice == "auto":
-            # A refresh token means the REST refresh flow (and REST chat) works; a kimi-auth token alone is Connect.
-            return "rest" if account.refresh_token else "connect"
-        return choice
+        # No 2026 client chats over REST (kimi-protocol-2026-12.md §2), whatever token it holds.
+        return "connect" if choice == "auto" else choice
 
     async def report_rejected(self, account: Account) -> None:
         """Kimi refused this access token: stop using it and ask the refresher for a new one."""

@@ -8,6 +8,7 @@ from server.access_log import log_request
 from server.base import NotFoundHandler
 from server.chat_handler import ChatCompletionsHandler
 from server.handlers import HealthHandler, ModelsHandler
+from server.home import HomeHandler, HomePage
 from server.openapi import OpenApiHandler
 from server.readiness import ReadyHandler
 from server.services import Services
@@ -19,10 +20,11 @@ def make_app(services: Services) -> tornado.web.Application:
     """Every route under /v1 and without it (some clients drop the prefix)."""
     args = {"services": services}
     routes = [
+        (r"/", HomeHandler, {**args, "page": HomePage.load()}),
         (r"/health", HealthHandler, args),
         (r"/health/ready", ReadyHandler, args),
         (r"/openapi\.json", OpenApiHandler, args),
-        (r"/(?:v1/)?models", ModelsHandler, args),
+        (r"/(?:v1/)?models(?:/([^/]{1,256}))?", ModelsHandler, args),
         (r"/(?:v1/)?token/check", TokenCheckHandler, args),
         (r"/(?:v1/)?status", StatusHandler, args),
         (r"/(?:v1/)?chat/completions(?:/([A-Za-z0-9_.:-]{1,128}))?", ChatCompletionsHandler, args),

@@ -53,7 +53,14 @@ class ChatCompletionsHandler(ApiHandler):
 
     async def post(self, caller_id: str | None = None) -> None:
         request = parse_chat_request(self.json_body())
-        choice = resolve_model(request.model)
+        choice = resolve_model(request.model, self.services.catalogs.listed(), request.reasoning_effort)
+        # One turn at a time per conversation, from reading where it lives to recording where it went:
+        # two first turns would make two Kimi chats, two later ones two streams Kimi refuses on one chat.
+        async with self.services.conversations.turn(_conversation_key(request, caller_id)):
+            if not self._client_gone:
+                await self._answer(request, choice, caller_id)
+
+    async def _answer(self, request: ChatRequest, choice: ModelChoice, caller_id: str | None) -> None:
         plan = await self._plan(request, choice, caller_id)
         services = self.services
         # Decode and download before touching Kimi: a bad file fails fast, on no account.
@@ -69,7 +76,12 @@ class ChatCompletionsHandler(ApiHandler):
         turn = self._turn
         try:
             if plan.record:
-                await plan.record(turn)
+                try:
+                    await plan.record(turn)
+                except ApiError:
+                    # A new chat nobody can find again would stay in the user's Kimi account: delete it.
+                    turn.keep = plan.target.chat_id is not None
+                    raise
             completion_id = turn.chat_id if plan.reply_with_chat_id else None
             if self._client_gone:
                 return
@@ -90,6 +102,7 @@ class ChatCompletionsHandler(ApiHandler):
             async def bind(turn: Turn) -> None:
                 await conversations.bind(caller_id, turn.chat_id, turn.account.name, turn.protocol, turn.parent_id)
             if entry is not None:
+                self._check_owner(entry, caller_id)
                 return TurnPlan(ChatTarget(choice.agent_id, entry["account"], entry["chat_id"], entry.get("parent_id"),
                                            entry.get("protocol"), keep=True), newest_user_text(request.messages), bind)
             return TurnPlan(ChatTarget(choice.agent_id, keep=True), folded, bind)
@@ -104,16 +117,28 @@ class ChatCompletionsHandler(ApiHandler):
                     raise ApiError(404, f"Unknown conversation_id '{request.conversation_id}': pass the id a "
                                    "previous answer returned, or leave it out to start one.",
                                    param="conversation_id", code="conversation_not_found")
+                self._check_owner(entry, chat_id)
                 return TurnPlan(ChatTarget(choice.agent_id, entry["account"], chat_id, entry.get("parent_id"),
                                            entry.get("protocol"), keep=True), newest_user_text(request.messages),
                                 remember, reply_with_chat_id=True)
             return TurnPlan(ChatTarget(choice.agent_id, keep=True), folded, remember, reply_with_chat_id=True)
         return TurnPlan(ChatTarget(choice.agent_id), folded)
 
+    def _check_owner(self, entry: dict, name: str) -> None:
+        """A 503 at once when the account holding the conversation's chat left config.json (not a wait for it)."""
+        if self.services.config().account(entry["account"]) is None:
+            raise ApiError(503, f"The conversation '{name}' lives in the Kimi account '{entry['account']}', which is "
+                           "no longer in config.json; put that account back to continue it.", type="server_error",
+                           code="conversations_unavailable")
+
     async def delete(self, caller_id: str | None = None) -> None:
         """Forget a stateful conversation and delete its Kimi chat."""
         if caller_id is None:
             raise ApiError(405, "DELETE needs a conversation id: /v1/chat/completions/{id}.", code="method_not_allowed")
+        async with self.services.conversations.turn(_conversation_key(None, caller_id)):
+            await self._delete(caller_id)
+
+    async def _delete(self, caller_id: str) -> None:
         entry = await self.services.conversations.forget(caller_id)
         if entry is None:
             raise ApiError(404, f"No conversation '{caller_id}'.", code="conversation_not_found")
@@ -212,6 +237,14 @@ class ChatCompletionsHandler(ApiHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ApiError) or not self._headers_written:
             super().write_error(status_code, **kwargs)
+
+
+def _conversation_key(request: ChatRequest | None, caller_id: str | None) -> str | None:
+    """The conversation a turn continues or starts (None for a one-off chat), as a lock name."""
+    if caller_id is not None:
+        return "stateful:" + caller_id
+    chat_id = (request.conversation_id or "").strip().lower() if request is not None else ""
+    return "chat:" + chat_id if CHAT_ID.match(chat_id) else None
 
 
 def _attachments(messages: list[dict], continuing: bool) -> list:

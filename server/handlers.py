@@ -1,4 +1,4 @@
-"""Small routes: /health (no key) and /v1/models."""
+"""Small routes: /health (no key), /v1/models and /v1/models/{id}."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 from server import __version__
 from server.base import ApiHandler
-from server.models import model_list
+from server.models import model_list, model_object, resolve_model
 
 
 class HealthHandler(ApiHandler):
@@ -23,7 +23,14 @@ class HealthHandler(ApiHandler):
 
 
 class ModelsHandler(ApiHandler):
-    """GET /v1/models."""
+    """GET /v1/models (the catalog's ids and kimi-bridge's names), GET /v1/models/{id} (OpenAI's models.retrieve)."""
 
-    def get(self) -> None:
-        self.send_json(model_list(int(self.services.started)))
+    def get(self, model_id: str | None = None) -> None:
+        created, catalog = int(self.services.started), self.services.catalogs.listed()
+        if model_id is None:
+            self.send_json(model_list(created, catalog))
+            return
+        # Every name a chat request takes is retrievable (aliases, flag combinations, kimi+ agent ids);
+        # anything else is the same 404 model_not_found a chat request gets.
+        resolve_model(model_id, catalog)
+        self.send_json(model_object(model_id, created))

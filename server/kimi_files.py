@@ -1,15 +1,23 @@
-"""Kimi's upload flow: pre-sign, PUT the bytes, register the file, wait for a document to be parsed."""
+"""Kimi's upload flows: REST (pre-sign, PUT, register, parse_process) and Connect (multipart upload, then
+GetFileParseProgress polled until the file is usable; kimi-protocol-2026-12.md §3.1)."""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import time
 
 import orjson
 
 from common.kimi_sse import SseParser
 from server.attachments import Blob
+from server.connect_errors import unary_error
 from server.errors import ApiError, UpstreamError, UpstreamTimeout
-from server.kimi_client import KimiClient
+from server.kimi_client import KimiClient, json_or_none
+
+UPLOAD_PATH = "/apiv2-files/file/upload"
+PROGRESS_PATH = "/apiv2-files/kimi.gateway.file.v1.FileService/GetFileParseProgress"
+FIRST_POLL, LAST_POLL = 0.2, 1.0   # seconds between progress polls: quick at first, then as the web app does
 
 
 async def upload(kimi: KimiClient, access_token: str, chat_id: str, blob: Blob, parse_timeout: float) -> dict:
@@ -81,3 +89,58 @@ async def _wait_parsed(kimi: KimiClient, access_token: str, record: dict, name: 
                                    f"{info.get('failed_reason') or 'parsing failed'}.", code="file_unreadable")
     finally:
         response.close()
+
+
+async def upload_over_connect(kimi: KimiClient, access_token: str, blob: Blob, parse_timeout: float) -> dict:
+    """Upload one blob as the 2026 web app does; return its `file` record once Kimi has processed it."""
+    boundary = "----kimibridge" + secrets.token_hex(12)
+    headers = {**kimi.headers(access_token, "/?chat_enter_method=new_chat"),
+               "Content-Type": f"multipart/form-data; boundary={boundary}", "Accept": "application/json"}
+    response = await kimi.fetch(kimi.base_url + UPLOAD_PATH, "POST", headers, _multipart(boundary, blob),
+                                f"uploading {blob.name!r}")
+    data = json_or_none(response.body)
+    if response.code != 200:
+        raise unary_error(response.code, response.body or b"", f"uploading {blob.name!r}")
+    record = data.get("file") if isinstance(data, dict) else None
+    if not isinstance(record, dict) or not isinstance(record.get("id"), str) or not record["id"]:
+        raise UpstreamError(f"uploading {blob.name!r} returned no file id")
+    await _wait_processed(kimi, access_token, record["id"], blob.name, parse_timeout)
+    return record
+
+
+def file_block(record: dict) -> dict:
+    """The message block that attaches an uploaded file, after the text block as the web app sends it."""
+    return {"file": {"id": record["id"], "status": "PROCESS_STATUS_SUCCESS"}}
+
+
+def _multipart(boundary: str, blob: Blob) -> bytes:
+    """A multipart/form-data body with the one field `file`."""
+    # As browsers do (WHATWG multipart/form-data): UTF-8 as is, only quotes and line breaks percent-encoded.
+    name = blob.name.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+            f"Content-Type: {blob.content_type}\r\n\r\n").encode()
+    return head + blob.data + f"\r\n--{boundary}--\r\n".encode()
+
+
+async def _wait_processed(kimi: KimiClient, access_token: str, file_id: str, name: str, timeout: float) -> None:
+    """Poll GetFileParseProgress until the file is PROCESS_STATUS_SUCCESS; a 400 if Kimi cannot read it."""
+    headers = {**kimi.headers(access_token), "Connect-Protocol-Version": "1"}
+    deadline, pause = time.monotonic() + timeout, FIRST_POLL
+    while True:
+        response = await kimi.fetch(kimi.base_url + PROGRESS_PATH, "POST", headers,
+                                    orjson.dumps({"file_ids": [file_id]}), "GetFileParseProgress")
+        if response.code != 200:
+            raise unary_error(response.code, response.body or b"", "GetFileParseProgress")
+        data = json_or_none(response.body)
+        progresses = data.get("progresses") if isinstance(data, dict) else None
+        mine = next((p for p in progresses or [] if isinstance(p, dict) and p.get("fileId") == file_id), {})
+        status = mine.get("status")
+        if status == "PROCESS_STATUS_SUCCESS":
+            return
+        if status == "PROCESS_STATUS_FAILED":
+            reason = mine.get("failReason") or mine.get("fail_reason") or "processing failed"
+            raise ApiError(400, f"Kimi could not read the file {name!r}: {reason}.", code="file_unreadable")
+        if time.monotonic() + pause > deadline:
+            raise UpstreamTimeout(f"Kimi took longer than {timeout:g}s to read {name!r}")
+        await asyncio.sleep(pause)   # Kimi is still processing: ask again shortly, as the web app does
+        pause = min(LAST_POLL, pause * 2)

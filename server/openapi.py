@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from server import __version__
 from server.base import ApiHandler
+from server.model_catalog import FALLBACK, OPENAI_EFFORTS
 from server.models import CANONICAL
 
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
@@ -22,14 +23,18 @@ _MESSAGE = {"type": "object", "required": ["role", "content"], "properties": {
     "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
     "content": _CONTENT, "name": {"type": "string"}, "tool_call_id": {"type": "string"}}}
 _REQUEST = {"type": "object", "required": ["model", "messages"], "properties": {
-    "model": {"type": "string", "enum": list(CANONICAL)},
+    "model": {"type": "string", "enum": FALLBACK.ids() + list(CANONICAL)},
     "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
     "stream": {"type": "boolean"}, "stream_options": {"type": "object", "properties": {
         "include_usage": {"type": "boolean"}}},
     "temperature": {"type": "number", "minimum": 0, "maximum": 2}, "top_p": {"type": "number", "minimum": 0,
                                                                              "maximum": 1},
     "max_tokens": {"type": "integer", "minimum": 1}, "n": {"type": "integer", "enum": [1]},
-    "user": {"type": "string"}, "use_search": {"type": "boolean"}, "conversation_id": {"type": "string"}}}
+    "user": {"type": "string"}, "use_search": {"type": "boolean"}, "conversation_id": {"type": "string"},
+    "reasoning_effort": {"type": "string", "enum": list(OPENAI_EFFORTS)}}}
+_MODEL = {"type": "object", "required": ["id", "object", "created", "owned_by"], "properties": {
+    "id": {"type": "string"}, "object": {"type": "string", "enum": ["model"]}, "created": {"type": "integer"},
+    "owned_by": {"type": "string"}}}
 _COMPLETION = {"type": "object", "required": ["id", "object", "created", "model", "choices", "usage"], "properties": {
     "id": {"type": "string"}, "object": {"type": "string", "enum": ["chat.completion"]},
     "created": {"type": "integer"}, "model": {"type": "string"}, "choices": {"type": "array"},
@@ -69,8 +74,15 @@ SPEC = {
                        "responses": {"200": {"description": "forgotten", "content": _json({"type": "object"})},
                                      **_ERRORS}}},
         "/v1/models": {"get": {"operationId": "listModels", "security": _AUTH, "responses": {
-            "200": {"description": "model names", "content": _json({"type": "object", "required": ["data"]})},
+            "200": {"description": "model names: the accounts' Kimi catalog, then kimi-bridge's own",
+                    "content": _json({"type": "object", "required": ["data"],
+                                      "properties": {"data": {"type": "array", "items": _MODEL}}})},
             **_ERRORS}}},
+        "/v1/models/{model}": {
+            "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "get": {"operationId": "retrieveModel", "security": _AUTH, "responses": {
+                "200": {"description": "the model (any name a chat request takes)", "content": _json(_MODEL)},
+                **_ERRORS}}},
         "/v1/status": {"get": {"operationId": "status", "security": _AUTH, "responses": {
             "200": {"description": "accounts and server state", "content": _json({"type": "object"})}, **_ERRORS}}},
         "/token/check": {"post": {"operationId": "checkToken", "security": _AUTH,

@@ -36,6 +36,7 @@ class ChatRequest:
     include_usage: bool = False
     use_search: bool = False
     conversation_id: str | None = None   # kimi-free-api's native continuation; "" or "none" starts one
+    reasoning_effort: str | None = None  # OpenAI's level; the model catalog maps it onto Kimi's
     ignored: list[str] = field(default_factory=list)
 
 
@@ -155,6 +156,7 @@ def parse_chat_request(body: dict) -> ChatRequest:
     return ChatRequest(model=model.strip(), messages=_messages(body.get("messages")),
                        stream=bool(body.get("stream")), include_usage=bool(stream_options.get("include_usage")),
                        use_search=bool(body.get("use_search")), ignored=ignored,
+                       reasoning_effort=body.get("reasoning_effort"),
                        conversation_id=body.get("conversation_id") if "conversation_id" in body else None)
 
 

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from common.config import Config
 from common.store import ConfigStore
 from server.accounts import AccountPool
+from server.catalog_cache import ModelCatalogs
 from server.completion_service import CompletionService
 from server.connect_protocol import ConnectProtocol
 from server.conversations import Conversations
 from server.kimi_client import KimiClient, Timeouts
+from server.models import legacy_flags
 from server.rest_protocol import RestProtocol
 from server.safe_fetch import SafeFetcher
 from server.token_check import TokenCheckCache
@@ -49,10 +51,15 @@ class Services:
                                    ports)
         self.max_file_bytes = int(config.server["max_file_bytes"])
         self.conversations = Conversations(os.path.join(os.path.dirname(store.path),
-                                                        str(config.server["conversations_file"])))
+                                                        str(config.server["conversations_file"])),
+                                           float(config.server["conversation_wait_seconds"]))
         rest = RestProtocol(self.kimi, self.settings.keepalive_seconds, int(config.server["max_continuations"]),
                             float(up["parse_timeout"]))
-        connect = ConnectProtocol(self.kimi, self.settings.keepalive_seconds)
+        # Catalog ids never shadow kimi-bridge's own names (kimi-search, kimi-k1, ...).
+        self.catalogs = ModelCatalogs(self.kimi, self.pool, float(config.server["model_catalog_refresh_seconds"]),
+                                      reserved=lambda model_id: legacy_flags(model_id) is not None)
+        connect = ConnectProtocol(self.kimi, self.settings.keepalive_seconds, self.catalogs,
+                                  float(up["parse_timeout"]))
         self.completions = CompletionService({"rest": rest, "connect": connect}, self.pool, int(config.server["max_attempts"]),
                                              float(config.server["refresh_wait_seconds"]))
 

@@ -9,6 +9,7 @@ import time
 from common.account_state import awaiting_relogin
 from common.jwt_claims import try_decode_claims
 from common.redact import fingerprint
+from refresher.decision import planned_refresh_at
 from server import __version__
 from server.base import ApiHandler
 
@@ -18,8 +19,11 @@ class StatusHandler(ApiHandler):
 
     def get(self) -> None:
         usable = {a.name for a in self.services.pool.usable()}
+        config = self.services.config()
+        margin, now = float(config.refresher["margin_seconds"]), time.time()
         accounts = []
-        for account in self.services.config().accounts:
+        for account in config.accounts:
+            next_refresh = planned_refresh_at(account, now, margin)
             status = account.status
             accounts.append({
                 "name": account.name, "enabled": account.enabled, "usable": account.name in usable,
@@ -30,12 +34,16 @@ class StatusHandler(ApiHandler):
                 "refresh_token": fingerprint(account.refresh_token) if account.refresh_token else None,
                 "refresh_token_expires_at": _expiry(account.refresh_token),
                 "last_refresh_at": status.last_refresh_at or None,
+                # From the access token's exp and the refresher's margin; null: no refresh planned.
+                "next_refresh_at": _iso(next_refresh) if next_refresh is not None else None,
+                "next_refresh_in_seconds": max(0, int(next_refresh - now)) if next_refresh is not None else None,
                 "last_error": status.last_error or None,
             })
         self.send_json({"object": "status", "version": __version__, "pid": os.getpid(),
                         "uptime_seconds": int(time.time() - self.services.started),
                         "pending_chat_deletions": self.services.completions.pending_deletions,
                         "chat_deletions_given_up": self.services.completions.deletions_given_up,
+                        "model_degrade_notices": self.services.completions.protocols["connect"].degrades.status(),
                         "accounts": accounts})
 
 
@@ -43,4 +51,8 @@ def _expiry(token: str) -> str | None:
     claims = try_decode_claims(token)
     if claims is None or claims.exp is None:
         return None
-    return datetime.datetime.fromtimestamp(claims.exp, datetime.timezone.utc).isoformat(timespec="seconds")
+    return _iso(claims.exp)
+
+
+def _iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="seconds")

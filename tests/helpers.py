@@ -12,6 +12,8 @@ from collections.abc import Callable
 import orjson
 import requests
 
+from tests.kimi_emulator.auth_rpc import REFRESH_RPC_PATH
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -56,10 +58,11 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30.
 class Emulator:
     """A running `python -m tests.kimi_emulator`, with its admin hooks."""
 
-    def __init__(self, tmp_path, access_ttl: float = 900.0, rotation: str = "strict") -> None:
+    def __init__(self, tmp_path, access_ttl: float = 900.0, rotation: str = "strict", web: str = "2026") -> None:
         ready = tmp_path / f"emulator-{time.monotonic_ns()}.port"
+        self.web = web
         self.proc = spawn("tests.kimi_emulator", "--port", "0", "--ready-file", str(ready),
-                          "--access-ttl", str(access_ttl), "--rotation", rotation,
+                          "--access-ttl", str(access_ttl), "--rotation", rotation, "--web", web,
                           stdout=subprocess.DEVNULL)
         wait_until(lambda: ready.exists() or self.proc.poll() is not None, 30, "the emulator to listen")
         if self.proc.poll() is not None:
@@ -89,6 +92,13 @@ class Emulator:
     def fault(self, endpoint: str, **spec) -> None:
         self.admin("faults", {"endpoint": endpoint, **spec})
 
+    def refresh(self, refresh_token: str) -> requests.Response:
+        """Spend `refresh_token` the way this web's own client would (the RPC, or the legacy GET)."""
+        if self.web == "legacy":
+            return self.http.get(f"{self.url}/api/auth/token/refresh", timeout=10,
+                                 headers={"Authorization": "Bearer " + refresh_token})
+        return self.http.post(f"{self.url}{REFRESH_RPC_PATH}", json={"refresh_token": refresh_token}, timeout=10)
+
     def close(self) -> None:
         self.http.close()
         stop(self.proc)
@@ -111,19 +121,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def web_for(protocol: str) -> str:
+    """The Kimi web a protocol is tested against: REST needs the legacy web, Connect (and auto) the 2026 one."""
+    return "legacy" if protocol == "rest" else "2026"
+
+
 class Stack:
-    """Emulator + config.json + server process (+ optionally the refresher daemon)."""
+    """Emulator + config.json + server process (+ optionally the refresher daemon).
+
+    `protocol` is written to upstream.protocol and picks the emulated web (web_for), unless `web` says otherwise.
+    """
 
     API_KEY = "sk-test-key-0123456789"
 
     def __init__(self, tmp_path, accounts: int = 1, server: dict | None = None, upstream: dict | None = None,
                  refresher: bool = False, access_ttl: float = 900.0, log_level: str = "INFO",
-                 server_env: dict | None = None, protocol: str = "rest") -> None:
+                 server_env: dict | None = None, protocol: str = "rest", web: str | None = None) -> None:
         self.tmp_path = tmp_path
         tmp_path.mkdir(parents=True, exist_ok=True)
         self.protocol = protocol
         upstream = {"protocol": protocol, **(upstream or {})}
-        self.emulator = Emulator(tmp_path, access_ttl=access_ttl)
+        self.emulator = Emulator(tmp_path, access_ttl=access_ttl, web=web or web_for(protocol))
         self.accounts = [self.emulator.new_account(f"user{i}") for i in range(accounts)]
         self.port = free_port()
         self.config_path = tmp_path / "config.json"

@@ -148,8 +148,9 @@ def test_thinking_and_search_over_connect(connect, model, thinking, search):
 
 
 def test_features_that_need_rest_are_refused_clearly_over_connect(connect):
-    response = connect.post({"model": "kimi-research", "messages": USER})
-    assert response.status_code == 400 and response.json()["error"]["code"] == "unsupported_over_connect"
+    for model in ("kimi-research", "kimi-math"):
+        response = connect.post({"model": model, "messages": USER})
+        assert response.status_code == 400 and response.json()["error"]["code"] == "unsupported_over_connect"
 
 
 def test_chats_are_deleted_with_delete_chat(connect):
@@ -181,9 +182,11 @@ def test_the_emulator_unary_rpcs(connect):
 
 
 def test_a_pool_that_mixes_both_kinds_of_account(tmp_path):
-    stack = Stack(tmp_path, accounts=2, protocol="auto")
+    # The legacy web serves both protocols; REST is now a per-account choice (auto means Connect).
+    stack = Stack(tmp_path, accounts=2, protocol="auto", web="legacy")
     try:
         doc = read_json(stack.config_path)
+        doc["accounts"][0]["protocol"] = "rest"
         doc["accounts"][1] = {"name": "kimi-auth-only", "access_token": stack.accounts[1]["access_token"]}
         write_json(stack.config_path, doc)
         for _ in range(4):
@@ -194,6 +197,22 @@ def test_a_pool_that_mixes_both_kinds_of_account(tmp_path):
         assert [(a["name"], a["protocol"]) for a in status] == [("acct0", "rest"), ("kimi-auth-only", "connect")]
         assert all(a["access_token_expires_at"] for a in status)
         assert status[1]["refresh_token"] is None
+    finally:
+        stack.close()
+
+
+def test_auto_means_connect_for_every_kind_of_account(tmp_path):
+    stack = Stack(tmp_path, accounts=2, protocol="auto")
+    try:
+        doc = read_json(stack.config_path)
+        doc["accounts"][1] = {"name": "kimi-auth-only", "access_token": stack.accounts[1]["access_token"]}
+        write_json(stack.config_path, doc)
+        for _ in range(4):
+            assert stack.post({"model": "kimi", "messages": USER}).json()["choices"][0]["message"]["content"] == ANSWER
+        assert stack.emulator.stats()["requests"]["connect_chat"] == 4 and stack.emulator.received("not_found") == []
+        status = requests.get(stack.url + "/v1/status", headers=stack.headers(), timeout=10).json()["accounts"]
+        assert [(a["name"], a["protocol"]) for a in status] == [("acct0", "connect"), ("kimi-auth-only", "connect")]
+        assert status[0]["next_refresh_in_seconds"] > 0 and status[1]["next_refresh_in_seconds"] is None
     finally:
         stack.close()
 

@@ -8,7 +8,31 @@ import orjson
 import pytest
 import requests
 
+from common.connect_frames import FrameParser, encode
+from tests.helpers import Emulator
 from tests.kimi_emulator.answers import split_frame
+from tests.kimi_emulator.auth_rpc import REFRESH_RPC_PATH
+from tests.kimi_emulator.tokens import token_digest
+
+# Every REST path of the legacy web (method, path); the 2026 web answers each with 404.
+LEGACY_PATHS = [("GET", "/api/auth/token/refresh"), ("POST", "/api/chat"), ("POST", "/api/chat/list"),
+                ("POST", "/api/chat/cnndivilnl96vah411dg/completion/stream"),
+                ("DELETE", "/api/chat/cnndivilnl96vah411dg"), ("POST", "/api/pre-sign-url"), ("POST", "/api/file"),
+                ("POST", "/api/file/parse_process"), ("GET", "/api/chat/research/usage")]
+
+
+@pytest.fixture
+def emulator(legacy_emulator):
+    """This file's REST tests run against the legacy web, which still serves REST."""
+    return legacy_emulator
+
+
+@pytest.fixture
+def web2026(tmp_path):
+    """The emulator's default: the 2026 web."""
+    emu = Emulator(tmp_path)
+    yield emu
+    emu.close()
 
 
 def _auth(token: str) -> dict:
@@ -168,3 +192,78 @@ def test_the_emulator_serves_requests_concurrently(emulator):
     for t in threads:
         t.join()
     assert results == [200] * 5
+
+
+def test_the_refresh_rpc_takes_both_spellings_rotates_strictly_and_counts(web2026):
+    emu = web2026
+    first, second = emu.new_account(), emu.new_account()
+    url = emu.url + REFRESH_RPC_PATH
+    a = emu.http.post(url, json={"refresh_token": first["refresh_token"]}, timeout=10)
+    b = emu.http.post(url, json={"refreshToken": second["refresh_token"]}, timeout=10)
+    for answer in (a, b):
+        assert answer.status_code == 200 and list(answer.json()) == ["accessToken", "refreshToken"]
+    user = emu.http.get(f"{emu.url}/api/user", headers=_auth(a.json()["accessToken"]), timeout=10)
+    assert user.json()["id"] == first["user_id"]
+    reused = emu.http.post(url, json={"refresh_token": first["refresh_token"]}, timeout=10)
+    unknown = emu.http.post(url, json={"refresh_token": "a.b.c"}, timeout=10)
+    for refused in (reused, unknown):
+        assert refused.status_code == 401 and refused.json() == {"code": "unauthenticated", "message": "invalid claims"}
+    assert emu.http.post(url, json={}, timeout=10).status_code == 400
+    stats = emu.stats()
+    assert (stats["refresh_calls"], stats["refresh_ok"], stats["refresh_token_reuses"], stats["refresh_rejected"]) \
+        == (4, 2, 1, 2)
+    seen = emu.received("refresh_rpc")
+    assert [r["body"]["spelling"] for r in seen] == ["refresh_token", "refreshToken", "refresh_token", "refresh_token",
+                                                     ""]
+    assert seen[2]["body"]["token"] == token_digest(first["refresh_token"])
+    assert first["refresh_token"] not in str(seen)
+
+
+def test_the_refresh_rpc_takes_injected_faults(web2026):
+    emu = web2026
+    token = emu.new_account()["refresh_token"]
+    url = emu.url + REFRESH_RPC_PATH
+    emu.fault("refresh_rpc", status=503)
+    emu.fault("refresh_rpc", status=404)
+    emu.fault("refresh_rpc", stall=0.5)
+    assert emu.http.post(url, json={"refresh_token": token}, timeout=10).status_code == 503
+    assert emu.http.post(url, json={"refresh_token": token}, timeout=10).status_code == 404
+    with pytest.raises(requests.ConnectionError):
+        emu.http.post(url, json={"refresh_token": token}, timeout=10)
+    assert emu.stats()["refresh_calls"] == 0   # faults answer before the token is looked at
+    assert emu.http.post(url, json={"refresh_token": token}, timeout=10).status_code == 200
+
+
+def test_the_2026_web_serves_connect_and_the_rpc_only(web2026):
+    emu = web2026
+    account = emu.new_account()
+    assert emu.stats()["web"] == "2026"
+    for method, path in LEGACY_PATHS:
+        r = emu.http.request(method, emu.url + path, headers=_auth(account["access_token"]), json={}, timeout=10)
+        assert r.status_code == 404, (method, path)
+    assert [r["path"] for r in emu.received("not_found")] == [p for _, p in LEGACY_PATHS]
+    chat = emu.http.post(emu.url + "/apiv2/kimi.gateway.chat.v1.ChatService/Chat", timeout=10,
+                         data=encode({"message": {"blocks": [{"text": {"content": "hi"}}]}}),
+                         headers={**_auth(account["access_token"]), "Content-Type": "application/connect+json"})
+    assert chat.status_code == 200
+    text = "".join(m["block"]["text"]["content"] for _, m in FrameParser().feed(chat.content)
+                   if m.get("mask") == "block.text.content")
+    assert text == "收到 🌙 turn 1: hi"
+    assert emu.refresh(account["refresh_token"]).status_code == 200
+
+
+def test_the_legacy_web_has_no_rpc_and_the_web_switches_live(emulator):
+    account = emulator.new_account()
+    rpc = emulator.http.post(emulator.url + REFRESH_RPC_PATH, json={"refresh_token": account["refresh_token"]},
+                             timeout=10)
+    assert rpc.status_code == 404 and emulator.stats()["refresh_calls"] == 0
+    legacy = emulator.refresh(account["refresh_token"])
+    assert legacy.status_code == 200 and list(legacy.json()) == ["access_token", "refresh_token"]
+    assert emulator.http.post(emulator.url + "/_admin/web", json={"web": "2026"}, timeout=10).json() == {"web": "2026"}
+    gone = emulator.http.get(f"{emulator.url}/api/auth/token/refresh", timeout=10,
+                             headers=_auth(legacy.json()["refresh_token"]))
+    assert gone.status_code == 404
+    moved = emulator.http.post(emulator.url + REFRESH_RPC_PATH, json={"refresh_token": legacy.json()["refresh_token"]},
+                               timeout=10)
+    assert moved.status_code == 200
+    assert emulator.http.post(emulator.url + "/_admin/web", json={"web": "2025"}, timeout=10).status_code == 400

@@ -65,8 +65,8 @@ def test_a_legacy_reverse_kimi_file_stays_legacy(emulator, tmp_path):
     assert after["refresh_token"] != "Bearer " + account["refresh_token"]
 
 
-def _race(tmp_path, seconds: float, unsafe: bool) -> dict:
-    emulator = Emulator(tmp_path, access_ttl=2)
+def _race(tmp_path, seconds: float, unsafe: bool, web: str = "2026") -> dict:
+    emulator = Emulator(tmp_path, access_ttl=2, web=web)
     try:
         path = tmp_path / "config.json"
         write_json(path, _modern(emulator, emulator.new_account(), emulator.new_account()))
@@ -88,22 +88,23 @@ def _race(tmp_path, seconds: float, unsafe: bool) -> dict:
         live = []
         for account in doc["accounts"] if not unsafe else []:
             access, refresh = decode_claims(account["access_token"]), decode_claims(account["refresh_token"])
-            again = emulator.http.get(f"{emulator.url}/api/auth/token/refresh", timeout=10,
-                                      headers={"Authorization": "Bearer " + account["refresh_token"]})
+            again = emulator.refresh(account["refresh_token"])
             live.append((again.status_code, access.sub == refresh.sub and access.iat == refresh.iat))
         return {"stats": stats, "codes": codes, "doc": doc, "live": live}
     finally:
         emulator.close()
 
 
-def test_eight_racing_refreshers_never_reuse_a_refresh_token(tmp_path):
-    result = _race(tmp_path, 30, unsafe=False)
+@pytest.mark.parametrize("web", ["2026", "legacy"])   # over the RPC, and over the GET after its fallback
+def test_eight_racing_refreshers_never_reuse_a_refresh_token(tmp_path, web):
+    result = _race(tmp_path, 30, unsafe=False, web=web)
     stats = result["stats"]
     assert stats["refresh_token_reuses"] == 0 and stats["refresh_rejected"] == 0
     assert stats["refresh_ok"] >= 10, "the race never got going"
     assert result["codes"] == [0] * 8
     assert [a["status"]["state"] for a in result["doc"]["accounts"]] == ["ok", "ok"]
     assert result["live"] == [(200, True), (200, True)]
+    assert stats["requests"].get("refresh_rpc" if web == "2026" else "refresh", 0) >= 10
 
 
 def test_the_race_test_fails_without_the_lock(tmp_path):
@@ -136,6 +137,8 @@ def test_a_rejected_refresh_token_needs_relogin_and_the_rest_carry_on(tmp_path):
         assert log.count("needs a new login") == 1
         # A new token pasted by the user is picked up without a restart.
         assert _once(path).returncode == 1
+        # Re-read: that run may have rotated the live account's 2 s tokens, and an old copy would be spent.
+        doc = read_json(path)
         doc["accounts"][0]["refresh_token"] = emulator.new_account()["refresh_token"]
         write_json(path, doc)
         assert _once(path).returncode == 0
@@ -144,19 +147,28 @@ def test_a_rejected_refresh_token_needs_relogin_and_the_rest_carry_on(tmp_path):
         emulator.close()
 
 
-def test_server_errors_and_timeouts_are_retried_with_backoff_keeping_the_old_tokens(emulator, tmp_path):
+@pytest.mark.parametrize("web,endpoint", [("2026", "refresh_rpc"), ("legacy", "refresh")])
+def test_server_errors_and_timeouts_are_retried_with_backoff_keeping_the_old_tokens(tmp_path, web, endpoint):
+    emulator = Emulator(tmp_path, web=web)
+    try:
+        _retried_with_backoff(emulator, tmp_path, endpoint)
+    finally:
+        emulator.close()
+
+
+def _retried_with_backoff(emulator, tmp_path, endpoint: str) -> None:
     account = emulator.new_account()
     for _ in range(2):
-        emulator.fault("refresh", status=502)
-    emulator.fault("refresh", stall=3)            # longer than the 1 s refresh timeout below
-    emulator.fault("refresh", status=503)
+        emulator.fault(endpoint, status=502)
+    emulator.fault(endpoint, stall=3)            # longer than the 1 s refresh timeout below
+    emulator.fault(endpoint, status=503)
     path = tmp_path / "config.json"
     doc = _modern(emulator, account)
     doc["upstream"]["refresh_timeout"] = 1
     write_json(path, doc)
     proc = spawn("refresher", "--config", str(path), stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: emulator.stats()["requests"].get("refresh", 0) >= 2, 30, "a retried refresh")
+        wait_until(lambda: emulator.stats()["requests"].get(endpoint, 0) >= 2, 30, "a retried refresh")
         during = read_json(path)["accounts"][0]
         assert during["refresh_token"] == account["refresh_token"], "the old token was dropped on failure"
         assert during["status"]["state"] == "retrying" and "HTTP 502" in during["status"]["last_error"]
@@ -165,8 +177,8 @@ def test_server_errors_and_timeouts_are_retried_with_backoff_keeping_the_old_tok
     finally:
         stop(proc)
     stats = emulator.stats()
-    assert stats["refresh_token_reuses"] == 0 and stats["requests"]["refresh"] == 5
-    times = [r["at"] for r in emulator.received("refresh")]
+    assert stats["refresh_token_reuses"] == 0 and stats["requests"][endpoint] == 5
+    times = [r["at"] for r in emulator.received(endpoint)]
     gaps = [b - a for a, b in zip(times, times[1:])]
     # Exponential back-off with jitter in [0.5, 1]: each wait is at least half the doubling step.
     for i, gap in enumerate(gaps[:2]):
@@ -191,11 +203,11 @@ def test_debug_logs_of_a_full_refresh_cycle_hold_no_secret(emulator, tmp_path):
 
 def test_sigterm_lets_a_refresh_in_flight_finish_and_save(emulator, tmp_path):
     account = emulator.new_account()
-    emulator.fault("refresh", stall=2, proceed=True)   # the stall ends, then the refresh succeeds
+    emulator.fault("refresh_rpc", stall=2, proceed=True)   # the stall ends, then the refresh succeeds
     path = tmp_path / "config.json"
     write_json(path, _modern(emulator, account))
     proc = spawn("refresher", "--config", str(path), stderr=subprocess.DEVNULL)
-    wait_until(lambda: emulator.stats()["requests"].get("refresh"), 30, "the refresh call to arrive")
+    wait_until(lambda: emulator.stats()["requests"].get("refresh_rpc"), 30, "the refresh call to arrive")
     assert stop(proc) == 0
     assert emulator.stats()["refresh_ok"] == 1
     saved = read_json(path)["accounts"][0]

@@ -1,4 +1,5 @@
-"""Images and files: base64, data URLs and fetched URLs reach Kimi byte-exact; every refusal is clear; SSRF-safe."""
+"""Images and files: base64, data URLs and fetched URLs reach Kimi byte-exact over REST and Connect; every
+refusal is clear; SSRF-safe."""
 
 from __future__ import annotations
 
@@ -65,15 +66,16 @@ class _Listener:
             conn.close()
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
+@pytest.fixture(scope="module", params=["rest", "connect"])
+def world(tmp_path_factory, request):
     listener = _Listener()
     _Files.target = f"http://127.0.0.1:{listener.port}/secret"
     files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
     threading.Thread(target=files.serve_forever, daemon=True).start()
     files_port = files.server_address[1]
-    stack = Stack(tmp_path_factory.mktemp("files"),
+    stack = Stack(tmp_path_factory.mktemp("files"), protocol=request.param,
                   server={"fetch_allowed_ports": f"80,443,{listener.port}", "max_file_bytes": 100_000},
+                  upstream={"parse_timeout": 2.0},
                   server_env={"KIMI_BRIDGE_TESTING_FETCH_ALLOW": f"127.0.0.1:{files_port}"})
     yield {"stack": stack, "listener": listener, "files": f"http://127.0.0.1:{files_port}"}
     stack.close()
@@ -95,8 +97,18 @@ def _check_reached_kimi(stack, response, data: bytes, name: str, kind: str) -> N
     record = _newest_file(stack)
     assert record["sha256"] == hashlib.sha256(data).hexdigest() and record["size"] == len(data)
     assert record["type"] == kind and record["name"] == name and record["status"] == "parsed"
-    sent = stack.emulator.received("completion")[-1]["body"]
-    assert sent["refs"] == [record["id"]] and sent["refs_file"][0]["id"] == record["id"]
+    if stack.protocol == "rest":
+        sent = stack.emulator.received("completion")[-1]["body"]
+        assert sent["refs"] == [record["id"]] and sent["refs_file"][0]["id"] == record["id"]
+    else:
+        # Uploaded as multipart field "file", polled until processed, then a file block after the text block.
+        upload = stack.emulator.received("connect_file_upload")[-1]["body"]
+        assert upload["fields"] == ["file"] and upload["file"]["filename"] == name
+        polled = stack.emulator.received("connect_file_progress")[-1]["body"]
+        assert polled == {"file_ids": [record["id"]]} and record["polls"] >= 2   # PROCESSING first, then SUCCESS
+        blocks = stack.emulator.received("connect_chat")[-1]["body"]["message"]["blocks"]
+        assert blocks[0]["text"]["content"] and blocks[1:] == [
+            {"file": {"id": record["id"], "status": "PROCESS_STATUS_SUCCESS"}}]
     assert response.json()["choices"][0]["message"]["content"].endswith(f"[files: {name}]")
 
 
@@ -189,3 +201,41 @@ def test_urls_refused_before_any_lookup(url):
     fetcher = SafeFetcher(1000, 5, frozenset({80, 443}), environ={})
     with pytest.raises(FetchRefused):
         fetcher._check_url(url)
+
+
+def test_a_document_kimi_never_finishes_reading_times_out(world):
+    stack = world["stack"]
+    stack.emulator.admin("settings", {"parse_stall": True})
+    try:
+        part = {"type": "file", "file": {"filename": "slow.pdf", "file_data": base64.b64encode(PDF).decode()}}
+        response = _ask(stack, [part])
+    finally:
+        stack.emulator.admin("settings", {"parse_stall": False})
+    if stack.protocol == "rest":   # the REST emulator parses at once: nothing to wait for
+        assert response.status_code == 200, response.text
+        return
+    assert response.status_code == 504 and response.json()["error"]["code"] == "upstream_timeout"
+    assert "slow.pdf" in response.json()["error"]["message"]
+
+
+def test_an_upload_kimi_refuses_is_a_clear_error(world):
+    stack = world["stack"]
+    endpoint = "pre_sign" if stack.protocol == "rest" else "connect_file_upload"
+    stack.emulator.fault(endpoint, status=500, times=3, body={"code": "internal", "message": "injected"})
+    part = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(PNG).decode()}}
+    response = _ask(stack, [part])
+    assert response.status_code == 502 and response.json()["error"]["code"] == "upstream_error"
+    assert "injected" not in response.text
+
+
+def test_a_file_in_the_second_turn_of_a_conversation(world):
+    stack = world["stack"]
+    first = stack.post({"model": "kimi", "conversation_id": "new", "messages": [{"role": "user", "content": "hi"}]})
+    assert first.status_code == 200, first.text
+    part = {"type": "file", "file": {"filename": "second.pdf", "file_data": base64.b64encode(PDF).decode()}}
+    second = stack.post({"model": "kimi", "conversation_id": first.json()["id"], "messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": [{"type": "text", "text": "and this?"}, part]}]})
+    assert second.status_code == 200, second.text
+    content = second.json()["choices"][0]["message"]["content"]
+    assert "turn 2: and this?" in content and content.endswith("[files: second.pdf]")

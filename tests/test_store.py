@@ -9,11 +9,14 @@ import signal
 import subprocess
 import sys
 
+import orjson
 import pytest
 
 from common.config import set_tokens
 from common.errors import ConfigError
+from common.redact import fingerprint
 from common.store import ConfigStore
+from common.token_ledger import SPENT_LIMIT, LedgerFile
 from tests.helpers import ROOT, child_env, read_json, wait_until, write_json
 
 
@@ -174,3 +177,74 @@ def test_readers_never_see_a_torn_file_while_writers_work_in_place(tmp_path):
         assert result.returncode == 0, result.stderr
         assert int(result.stdout) > 10, "the reader barely ran"
     assert read_json(path)["accounts"][0]["access_token"] != "a0"
+
+
+def test_a_directory_that_refuses_temp_files_gets_in_place_writes(tmp_path, monkeypatch):
+    path = tmp_path / "config.json"
+    _config(path)
+    inode = os.stat(path).st_ino
+    real_open = os.open
+
+    def refused(file, flags, *args, **kwargs):
+        if ".tmp-" in os.fspath(file):
+            raise PermissionError(errno.EACCES, "Permission denied", file)
+        return real_open(file, flags, *args, **kwargs)
+    monkeypatch.setattr(os, "open", refused)
+    store = ConfigStore(str(path))
+    store.update(lambda doc: set_tokens(doc, "main", "a1", "r1"))
+    assert os.stat(path).st_ino == inode and read_json(path)["accounts"][0]["refresh_token"] == "r1"
+    monkeypatch.setattr(os, "open", real_open)
+    store.update(lambda doc: set_tokens(doc, "main", "a2", "r2"))   # atomic replaces again once it can
+    assert os.stat(path).st_ino != inode and read_json(path)["accounts"][0]["refresh_token"] == "r2"
+
+
+def test_a_transaction_replays_its_change_over_an_edit_made_meanwhile(tmp_path):
+    path = tmp_path / "config.json"
+    _config(path)
+    store = ConfigStore(str(path))
+    with store.transaction() as tx:
+        tx.apply(lambda doc: set_tokens(doc, "main", "a1", "r1"))
+        edited = read_json(path)
+        edited["api_keys"].append("k2")
+        with open(path, "r+b") as f:   # an editor rewriting in place, unlocked
+            f.truncate(0)
+            f.write(orjson.dumps(edited))
+        tx.save()
+    doc = read_json(path)
+    assert doc["api_keys"] == ["k", "k2"] and doc["accounts"][0]["refresh_token"] == "r1"
+
+
+def test_the_ledger_keeps_its_last_whole_slot_is_private_and_bounded(tmp_path):
+    ledger_file = LedgerFile(str(tmp_path / "config.json"))
+    ledger = ledger_file.read()
+    for n in range(SPENT_LIMIT + 20):
+        ledger.rotated("main", f"r{n}", f"a{n + 1}", f"r{n + 1}", float(n))
+    ledger_file.write(ledger)
+    ledger.begin("main", f"r{SPENT_LIMIT + 20}", 0.0)
+    ledger_file.write(ledger)
+    assert len(ledger_file.read().spent) == SPENT_LIMIT and ledger_file.read().intents
+    assert all(os.stat(slot).st_mode & 0o777 == 0o600 for slot in ledger_file.slots)
+    assert b"r1\"" not in b"".join(open(slot, "rb").read() for slot in ledger_file.slots)   # ids, not tokens
+    newest = max(ledger_file.slots, key=os.path.getmtime)
+    with open(newest, "r+b") as f:   # a write torn by a crash
+        f.truncate(os.path.getsize(newest) // 2)
+    survivor = LedgerFile(str(tmp_path / "config.json")).read()
+    assert not survivor.intents and survivor.newest_pair(f"r{SPENT_LIMIT}")["refresh_token"] == f"r{SPENT_LIMIT + 20}"
+    assert survivor.fate("r5") is None and survivor.fate(f"r{SPENT_LIMIT + 19}")["why"] == "rotated"
+
+
+def test_a_stale_token_is_healed_and_an_unknown_outcome_is_never_spent(tmp_path):
+    path = tmp_path / "config.json"
+    _config(path, 1)
+    store = ConfigStore(str(path))
+    with store.transaction() as tx:
+        tx.ledger.rotated("main", "r1", "a2", "r2", 0.0)
+        tx.ledger.begin("main", "r2", 0.0)   # ...and the refresher dies mid-refresh with r2
+        tx.save_ledger()
+    _config(path, 1)                          # an editor's stale save puts r1 back
+    assert store.load().accounts[0].refresh_token == "r2"   # readers see the newer pair at once
+    store.update(lambda doc: None)            # a writer settles the dead refresh: r2's outcome is unknown
+    account = read_json(path)["accounts"][0]
+    assert account["refresh_token"] == "r2" and account["status"]["state"] == "relogin_required"
+    assert "interrupted" in account["status"]["last_error"]
+    assert store.load().accounts[0].status.rejected_token == fingerprint("r2")

@@ -12,6 +12,8 @@ import tornado.httpserver
 import tornado.netutil
 
 from tests.kimi_emulator.app import make_app
+from tests.kimi_emulator.auth_rpc import WEBS
+from tests.kimi_emulator.state import EmulatorState
 
 
 async def main() -> None:
@@ -20,10 +22,13 @@ async def main() -> None:
     parser.add_argument("--port", type=int, default=8088)
     parser.add_argument("--access-ttl", type=float, default=900.0, help="access-token lifetime in seconds")
     parser.add_argument("--rotation", choices=("strict", "lenient"), default="strict")
+    parser.add_argument("--web", choices=WEBS, default="2026",
+                        help="2026: Connect and the refresh RPC only (legacy REST paths 404); legacy: REST, the "
+                             "GET refresh and Connect (the refresh RPC 404)")
     parser.add_argument("--ready-file", help="write the bound port here once listening")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s emulator %(levelname)s %(message)s")
-    app = make_app()
+    app = make_app(EmulatorState(web=args.web))
     app.emulator_state.tokens.access_ttl = args.access_ttl
     app.emulator_state.tokens.rotation = args.rotation
     server = tornado.httpserver.HTTPServer(app)

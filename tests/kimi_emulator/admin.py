@@ -6,7 +6,8 @@ from tests.kimi_emulator.base import EmulatorHandler, KimiError
 from tests.kimi_emulator.state import STREAM_DEFAULTS
 
 SETTINGS = {"access_ttl", "rotation", "stream_pushing_status", "stream_pushing_scope", "camouflage_errors",
-            "research_total", "research_used", "agents", "parse_fail", "latency", "chaos_rate", "chaos_seed"}
+            "research_total", "research_used", "agents", "parse_fail", "parse_stall", "parse_polls", "latency",
+            "chaos_rate", "chaos_seed"}
 
 
 class AdminHandler(EmulatorHandler):
@@ -15,6 +16,8 @@ class AdminHandler(EmulatorHandler):
     def get(self, action: str) -> None:
         if action == "stats":
             self.send_json(self.state.stats())
+        elif action == "token":
+            self.send_json(self.state.tokens.lookup(self.get_argument("digest", "")))
         elif action == "files":
             self.send_json(list(self.state.files.values()))
         elif action == "received":
@@ -43,6 +46,11 @@ class AdminHandler(EmulatorHandler):
                 raise KimiError(400, "admin.bad", f"unknown connect switches {sorted(unknown)}")
             state.faults.connect.update(body)
             self.send_json(state.faults.connect)
+        elif action == "models":
+            try:
+                self.send_json(state.models.configure(body))
+            except ValueError as exc:
+                raise KimiError(400, "admin.bad", str(exc)) from None
         elif action == "faults":
             state.faults.add(str(body["endpoint"]), body)
             self.send_json({"ok": True})
@@ -53,6 +61,8 @@ class AdminHandler(EmulatorHandler):
         elif action == "clock":
             state.clock.offset += float(body.get("advance", 0))
             self.send_json({"offset": state.clock.offset, "now": state.clock.now()})
+        elif action == "release":
+            self.send_json({"released": state.release_pauses()})
         elif action == "reset":
             state.reset()
             self.send_json({"ok": True})
@@ -82,6 +92,10 @@ class AdminHandler(EmulatorHandler):
             state.faults.chaos.seed(int(body["chaos_seed"]))
         if "parse_fail" in body:
             state.faults.parse_fail = bool(body["parse_fail"])
+        if "parse_stall" in body:
+            state.faults.parse_stall = bool(body["parse_stall"])
+        if "parse_polls" in body:
+            state.faults.parse_polls = int(body["parse_polls"])
         if "camouflage_errors" in body:
             state.faults.camouflage_errors = bool(body["camouflage_errors"])
         if "research_total" in body:

@@ -24,10 +24,11 @@ class Pacer:
 
     CATCH_UP_LIMIT = 1.0   # later than this (a stall, not jitter), the schedule starts afresh
 
-    def __init__(self) -> None:
+    def __init__(self, pauses: set | None = None) -> None:
         self.closed = False
         self._waiter: asyncio.Future | None = None
         self._due: float | None = None
+        self._pauses = pauses if pauses is not None else set()   # every stream's pause now: /_admin/release ends them
 
     def set(self) -> None:
         self.closed = True
@@ -57,11 +58,13 @@ class Pacer:
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
         timer = loop.call_later(seconds, _wake, waiter)
+        self._pauses.add(waiter)
         try:
             await waiter
         finally:
             timer.cancel()
             self._waiter = None
+            self._pauses.discard(waiter)
         self.check()
 
 
@@ -155,9 +158,15 @@ class EmulatorHandler(tornado.web.RequestHandler):
         stalled[self.endpoint] = stalled.get(self.endpoint, 0) + 1
         self.state.max_stalled[self.endpoint] = max(self.state.max_stalled.get(self.endpoint, 0),
                                                     stalled[self.endpoint])
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        timer = loop.call_later(seconds, _wake, waiter)
+        self.state.pauses.add(waiter)   # /_admin/release ends it early
         try:
-            await asyncio.sleep(seconds)
+            await waiter
         finally:
+            timer.cancel()
+            self.state.pauses.discard(waiter)
             stalled[self.endpoint] -= 1
 
     def write_error(self, status_code: int, **kwargs) -> None:
@@ -183,7 +192,7 @@ class StreamingHandler(EmulatorHandler):
     """A handler that streams paced events and notices at once when the client hangs up."""
 
     def prepare(self) -> None:
-        self.pacer = Pacer()
+        self.pacer = Pacer(self.state.pauses)
 
     def on_connection_close(self) -> None:
         self.pacer.set()

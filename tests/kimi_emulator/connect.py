@@ -8,8 +8,9 @@ import datetime
 import orjson
 import tornado.iostream
 
-from tests.kimi_emulator import answers
+from tests.kimi_emulator import answers, connect_files, connect_tools
 from tests.kimi_emulator.base import ClientGone, EmulatorHandler, StreamingHandler
+from tests.kimi_emulator.models import model_fields_problem
 from tests.kimi_emulator.state import Chat
 from tests.kimi_emulator.tokens import AuthError, xid
 
@@ -36,14 +37,17 @@ def _iso(ts: float) -> str:
 
 
 class ConnectError(Exception):
-    def __init__(self, code: str, message: str, status: int = 400, paywall: bool = False) -> None:
+    def __init__(self, code: str, message: str, status: int = 400, paywall: bool = False, reason: str = "") -> None:
         super().__init__(message)
-        self.code, self.message, self.status, self.paywall = code, message, status, paywall
+        self.code, self.message, self.status, self.paywall, self.reason = code, message, status, paywall, reason
 
     def body(self) -> dict:
         error = {"code": self.code, "message": self.message}
         if self.paywall:
             error["details"] = [{"debug": {"reason": "SUBSCRIPTION_REQUIRED", "paywall": {"type": "upgrade"}}}]
+        elif self.reason:
+            error["details"] = [{"debug": {"reason": self.reason,
+                                           "localizedMessage": {"locale": "en-US", "message": self.message}}}]
         return error
 
 
@@ -63,6 +67,9 @@ class ConnectChatHandler(StreamingHandler):
         if self.state.faults.latency:
             await asyncio.sleep(self.state.faults.latency)
         fault = self.state.faults.take(self.endpoint)
+        # A one-shot fault may carry Connect switches for this call only (the rest stay as /_admin/connect set them).
+        self._connect = {**self.state.faults.connect, **{k: v for k, v in (fault or {}).items()
+                                                          if k in self.state.faults.connect}}
         if fault and fault.get("status"):
             self.send_json(fault.get("body", {"code": "unavailable", "message": "injected"}), int(fault["status"]))
             return
@@ -72,7 +79,7 @@ class ConnectChatHandler(StreamingHandler):
         try:
             user_id = self.state.tokens.user_for_access(self.bearer())
         except AuthError:
-            if not self.state.faults.connect["auth_in_stream"]:
+            if not self._connect["auth_in_stream"]:
                 self.send_json({"code": "unauthenticated", "message": "token is expired"}, 401)
                 return
             user_id = None
@@ -84,8 +91,10 @@ class ConnectChatHandler(StreamingHandler):
                 raise ConnectError("unauthenticated", "token is expired")
             if not isinstance(request, dict):
                 raise ConnectError("invalid_argument", request)
+            if problem := model_fields_problem(request, self.state.models.scenarios(), self.state.agent_known):
+                raise ConnectError("invalid_argument", problem)
             await self._chat(user_id, request)
-            await self._end(self.state.faults.connect["end_error"])
+            await self._end(self._connect["end_error"])
         except ConnectError as exc:
             await self._end(exc.body(), raw=True)
         except (ClientGone, tornado.iostream.StreamClosedError):
@@ -94,12 +103,14 @@ class ConnectChatHandler(StreamingHandler):
             self.state.open_streams -= 1
 
     async def _chat(self, user_id: str, request: dict) -> None:
-        switches, connect = self._switches, self.state.faults.connect
+        switches, connect = self._switches, self._connect
         message = request.get("message") if isinstance(request.get("message"), dict) else {}
         blocks = message.get("blocks") if isinstance(message.get("blocks"), list) else []
-        prompt = "".join(str((b.get("text") or {}).get("content", "")) for b in blocks if isinstance(b, dict))
+        prompt = "".join(str((b.get("text") or {}).get("content", "")) for b in blocks
+                         if isinstance(b, dict) and isinstance(b.get("text"), dict))
         if not prompt.strip():
             raise ConnectError("invalid_argument", "message.blocks has no text")
+        files_note = connect_files.files_note(self.state, user_id, blocks)
         chat_id = _pick(request, "chat_id", "chatId") or ""
         parent_id = _pick(message, "parent_id", "parentId") or ""
         if chat_id:
@@ -117,6 +128,7 @@ class ConnectChatHandler(StreamingHandler):
         turn = sum(1 for m in chat.messages if m["role"] == "user") + 1
         template = switches["answer"]
         text = template.format(prompt=prompt, turn=turn) if template else answers.default_answer(prompt, turn, previous)
+        text += files_note
         user_msg = {"id": xid(), "parentId": parent_id or chat.id, "role": "user", "text": prompt}
         reply = {"id": xid(), "parentId": user_msg["id"], "role": "assistant", "text": ""}
         chat.messages += [user_msg, reply]
@@ -125,9 +137,17 @@ class ConnectChatHandler(StreamingHandler):
         await self._send({"op": "set", "mask": "message", "message": {
             "id": user_msg["id"], "role": "user", "status": "MESSAGE_STATUS_COMPLETED",
             "blocks": [{"id": "text_0_0", "text": {"content": prompt}}]}})
+        if connect["overloaded_free"]:
+            # Peak hours: the free account is refused before the model starts (in the end-stream frame).
+            raise ConnectError("resource_exhausted", connect_tools.OVERLOAD_MESSAGE,
+                               reason=connect_tools.OVERLOAD_REASON)
+        if connect["system_message"]:
+            await self._send_all(connect_tools.system_message(user_msg["id"]))
         await self._send({"op": "set", "mask": "message", "message": {
             "id": reply["id"], "parentId": user_msg["id"], "role": "assistant", "status": "MESSAGE_STATUS_GENERATING",
             "scenario": request.get("scenario") or "SCENARIO_K2D5"}})
+        if connect["degrade"]:
+            await self._send(connect_tools.degrade_notice())
         if switches["rename"] and turn == 1:
             await self._send({"op": "set", "mask": "chat.name", "chat": {"name": prompt[:20]}})
         if options.get("thinking"):
@@ -136,8 +156,16 @@ class ConnectChatHandler(StreamingHandler):
             for piece in pieces:
                 await self._send({"op": "append", "mask": "block.think.content",
                                   "block": {"id": "0_0", "think": {"content": piece}}})
+        results = switches["search_results"] if search else 0
         if search:
-            await self._search(prompt, switches["search_results"])
+            await self._send_all(connect_tools.search_run("0_3", prompt, results))
+        if connect_tools.sandbox_wanted(connect["sandbox_tools"], str(request.get("scenario") or "")):
+            # K3/K2.5 run their own tools on every request; the search runs only if the request declared none.
+            await self._send_all(connect_tools.ipython_run("0_4"))
+            if not search:
+                results = connect["sandbox_search_results"]
+                await self._send_all(connect_tools.search_run("0_5", prompt, results))
+        text = connect_tools.cite(text, connect["citations"], results)
         if connect["overloaded"]:
             await self._send({"op": "set", "mask": "block.exception", "block": {"id": "0_2", "exception": {"error": {
                 "reason": "REASON_COMPLETION_OVERLOADED", "severity": "ERROR",
@@ -155,26 +183,23 @@ class ConnectChatHandler(StreamingHandler):
             await self._send({"op": "append", "mask": "block.text.content",
                               "block": {"id": "0_1", "text": {"content": piece}}})
             reply["text"] += piece
+        if connect["degrade"]:
+            await self._send(connect_tools.degrade_notice())   # Kimi may repeat it: still one degraded answer
         await self._send({"op": "set", "mask": "message.status",
                           "message": {"id": reply["id"], "status": "MESSAGE_STATUS_COMPLETED"}})
         await self._send({"done": {}})
 
-    async def _search(self, prompt: str, count: int) -> None:
-        await self._send({"op": "set", "mask": "block.tool", "block": {"id": "0_3", "tool": {
-            "name": "web_search", "toolCallId": "web_search:1", "status": "STATUS_RUNNING"}}})
-        contents = [{"searchResult": {"base": {"title": f"Result {i + 1} for {prompt[:30]}",
-                                               "url": f"https://example.com/r{i + 1}", "siteName": "example.com",
-                                               "snippet": f"snippet {i + 1}"}, "refIndex": f"web_search:1#{i}"}}
-                    for i in range(count)]
-        await self._send({"op": "set", "mask": "block.tool.contents,block.tool.status", "block": {"id": "0_3", "tool": {
-            "toolCallId": "web_search:1", "status": "STATUS_DONE", "contents": contents}}})
+    async def _send_all(self, events: list[dict]) -> None:
+        """Send events in order, each a frame of its own."""
+        for event in events:
+            await self._send(event)
 
     async def _send(self, event: dict, same_offset: bool = False) -> None:
         self.pacer.check()
         if not same_offset:
             self._offset += 1
         data = frame({**event, "eventOffset": self._offset})
-        if self.state.faults.connect["duplicate_frames"] and "done" not in event:
+        if self._connect["duplicate_frames"] and "done" not in event:
             data += data
         await self._write(data)
 
@@ -191,16 +216,19 @@ class ConnectChatHandler(StreamingHandler):
                     await asyncio.sleep(0)
             return
         self.write(data)
-        if not self.state.faults.connect["coalesce"]:
+        if not self._connect["coalesce"]:
             await self.flush()
 
     async def _end(self, error: dict | None, raw: bool = False) -> None:
         """The end-of-stream frame: `{}`, or `{"error": ...}`."""
         if error and not raw:
             error = ConnectError(error.get("code", "internal"), error.get("message", "injected"),
-                                 paywall=bool(error.get("paywall"))).body()
+                                 paywall=bool(error.get("paywall")), reason=str(error.get("reason") or "")).body()
         try:
-            self.write(frame({"error": error} if error else {}, END_STREAM))
+            if not error and self._connect["empty_end"]:
+                self.write(bytes([END_STREAM]) + bytes(4))   # an end frame with no payload at all (MPW)
+            else:
+                self.write(frame({"error": error} if error else {}, END_STREAM))
             await self.flush()
         except tornado.iostream.StreamClosedError:
             pass
@@ -287,12 +315,10 @@ class ConnectUnaryHandler(EmulatorHandler):
                               "status": "MESSAGE_STATUS_COMPLETED", "blocks": [{"text": {"content": m["text"]}}]}
                              for m in reversed(chat.messages)]}
 
-    def _GetAvailableModels(self, _user_id: str, _body: dict) -> dict:  # noqa: N802
-        return {"availableModels": [
-            {"id": "k2d5", "key": "k2d5", "scenario": "SCENARIO_K2D5", "displayName": "K2.5",
-             "reasoningEffortOptions": ["REASONING_EFFORT_NONE", "REASONING_EFFORT_HIGH"],
-             "defaultReasoningEffort": "REASONING_EFFORT_NONE"}],
-            "defaultScenario": {"scenario": "SCENARIO_K2D5", "model": "k2d5"}}
+    def _GetAvailableModels(self, user_id: str, _body: dict) -> dict:  # noqa: N802
+        if self.state.models.fail:
+            raise ConnectError("unavailable", "config service unavailable", 503)
+        return self.state.models.answer(user_id)
 
     def _GetSubscription(self, user_id: str, _body: dict) -> dict:  # noqa: N802
         return {"subscription": {"userId": user_id, "userName": self.state.users.get(user_id, {}).get("name", "")}}

@@ -8,6 +8,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from tests.kimi_emulator.models import ModelTable
 from tests.kimi_emulator.tokens import TokenAuthority, xid
 
 K1_AGENT_ID = "crm40ee9e5jvhsn7ptcg"
@@ -69,8 +70,18 @@ class Faults:
                         "overloaded": False,      # block.exception REASON_COMPLETION_OVERLOADED instead of text
                         "duplicate_frames": False,  # every frame sent twice (same eventOffset)
                         "auth_in_stream": False,  # a bad token: 200 + end-stream unauthenticated, not HTTP 401
-                        "coalesce": False}        # several frames per TCP write
+                        "coalesce": False,        # several frames per TCP write
+                        # The 2026 web (kimi-protocol-2026-12.md §1.6, §3.4); also one-shot via /_admin/faults.
+                        "sandbox_tools": None,    # ipython + web_search runs: None = for K3/K2.5 scenarios
+                        "sandbox_search_results": 2,  # results of the sandbox's own web_search
+                        "citations": None,        # "emoji", "emoji_text" or "pua": a marker citing a result
+                        "degrade": False,         # a TYPE_MODEL_DEGRADE notification frame
+                        "system_message": False,  # a system-role message (and its block) in the stream
+                        "empty_end": False,       # the end-stream frame with an empty payload
+                        "overloaded_free": False}  # REASON_SERVER_OVERLOADED_FOR_FREE_USER before the answer
         self.parse_fail = False
+        self.parse_stall = False    # Connect uploads stay PROCESS_STATUS_PROCESSING for ever
+        self.parse_polls = 1        # GetFileParseProgress answers PROCESSING this many times per file first
         self.latency = 0.0          # seconds added before every answer (a far-away Kimi)
         self.chaos_rate = 0.0       # share of turns that get a random fault
         self.chaos = random.Random(0)
@@ -105,7 +116,8 @@ class Faults:
 class EmulatorState:
     """The whole emulated service."""
 
-    def __init__(self) -> None:
+    def __init__(self, web: str = "2026") -> None:
+        self.web = web   # "2026": Connect and the refresh RPC only; "legacy": REST, the GET refresh and Connect
         self.clock = Clock()
         self.tokens = TokenAuthority(self.clock)
         self.faults = Faults()
@@ -113,6 +125,7 @@ class EmulatorState:
         self.users: dict[str, dict] = {}
         self.agents = {"kimi", K1_AGENT_ID, "coo6l3pkqq4ri39f36bg"}
         self.research = {"total": 20, "used": 0}
+        self.models = ModelTable()   # GetAvailableModels and the scenarios a Chat takes
         self.received: deque = deque(maxlen=5000)
         self.uploads: dict[str, dict] = {}   # object name -> {"file_id", "data", "content_type"}
         self.files: dict[str, dict] = {}     # file id -> record
@@ -124,10 +137,20 @@ class EmulatorState:
         self.connections = 0   # TCP connections that carried Kimi calls (admin calls not counted)
         self.stalled: dict[str, int] = {}       # endpoint -> calls inside an injected stall now
         self.max_stalled: dict[str, int] = {}   # endpoint -> the most at once
+        # Pauses right now (a stream's `stall_after` stall or pacing, a call's injected stall):
+        # tests wait for them on a condition, then end them with /_admin/release.
+        self.pauses: set = set()
+
+    def release_pauses(self) -> int:
+        """End every stream's pause now (a held stall goes on at once); return how many there were."""
+        waiters = [w for w in self.pauses if not w.done()]
+        for waiter in waiters:
+            waiter.set_result(None)
+        return len(waiters)
 
     def reset(self) -> None:
-        """Forget everything (a new emulator)."""
-        self.__init__()
+        """Forget everything (a new emulator of the same web)."""
+        self.__init__(self.web)
 
     def record(self, endpoint: str, method: str, path: str, body: object) -> None:
         """Remember a request for the admin read-back."""
@@ -149,10 +172,13 @@ class EmulatorState:
 
     def stats(self) -> dict:
         """Counters for tests."""
-        return {**self.tokens.counters(), "live_chats": len(self.chats), "chats_created": self.chats_created,
+        return {**self.tokens.counters(), "web": self.web, "live_chats": len(self.chats),
+                "chats_created": self.chats_created,
                 "chats_deleted": self.chats_deleted, "open_streams": self.open_streams,
                 "streams_closed_by_client": self.streams_closed_by_client, "requests": dict(self.counts),
                 "connections": self.connections, "max_stalled": dict(self.max_stalled),
+                "stalled": dict(self.stalled),
+                "paused": len(self.pauses),
                 "research": self.research_usage(), "clock_offset": self.clock.offset}
 
     def research_usage(self) -> dict:

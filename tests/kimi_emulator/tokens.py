@@ -44,6 +44,7 @@ class _Issued:
     exp: float
     used: bool = False
     revoked: bool = False
+    calls: int = 0   # refresh calls that presented this token
 
 
 class TokenAuthority:
@@ -85,6 +86,8 @@ class TokenAuthority:
         with self._lock:
             self.refresh_calls += 1
             issued = self._issued.get(refresh_token)
+            if issued is not None:
+                issued.calls += 1
             if issued is None or issued.typ != "refresh" or issued.revoked or issued.exp <= self._clock.now():
                 self.refresh_rejected += 1
                 raise AuthError("unknown, revoked or expired refresh token")
@@ -121,6 +124,14 @@ class TokenAuthority:
             for issued in hits:
                 issued.revoked = True
             return len(hits)
+
+    def lookup(self, digest: str) -> dict:
+        """Whether the token with this token_digest() is known and was spent (tests check a fate from outside)."""
+        with self._lock:
+            for token, issued in self._issued.items():
+                if token_digest(token) == digest:
+                    return {"known": True, "typ": issued.typ, "used": issued.used, "calls": issued.calls}
+        return {"known": False, "typ": "", "used": False, "calls": 0}
 
     def counters(self) -> dict:
         """Refresh counters for the admin stats."""
