@@ -23,7 +23,8 @@ EXPOSE 6867
 
 # SIGTERM lets a refresh on the wire finish and be saved; give it time (compose: stop_grace_period).
 STOPSIGNAL SIGTERM
+# Readiness: "unhealthy" in `docker ps` while no Kimi account is usable (plain Docker does not restart on it).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-    CMD ["python", "-m", "server.healthcheck", "--config", "/data/config.json"]
+    CMD ["python", "-m", "server.healthcheck", "--config", "/data/config.json", "--probe", "ready"]
 
 CMD ["python", "-m", "server", "--config", "/data/config.json"]

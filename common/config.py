@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from common.config_keys import UnknownKey, find_unknown_keys
 from common.errors import ConfigError
 from common.jwt_claims import strip_bearer, try_decode_claims
 from common.redact import fingerprint
@@ -56,6 +57,7 @@ class Config:
     refresher: Mapping[str, object]
     store: Mapping[str, object]
     legacy: bool = False
+    unknown_keys: tuple[UnknownKey, ...] = ()   # warned about at start; fatal ones stop it (common.cli)
 
     def account(self, name: str) -> Account | None:
         """The account called `name`, or None."""
@@ -84,7 +86,8 @@ def parse_config(doc: object, source: str = "config.json", environ: Mapping[str,
         api_keys = tuple(override)
     sections = {name: resolve_section(name, doc.get(name), source, environ)
                 for name in ("upstream", "server", "refresher", "store")}
-    return Config(api_keys=api_keys, accounts=accounts, legacy=legacy, **sections)
+    return Config(api_keys=api_keys, accounts=accounts, legacy=legacy,
+                  unknown_keys=find_unknown_keys(doc, legacy, environ), **sections)
 
 
 def _parse_api_keys(raw: object, source: str) -> tuple[str, ...]:

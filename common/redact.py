@@ -6,7 +6,6 @@ import functools
 import hashlib
 import logging
 import re
-import sys
 
 # A JWT: three base64url segments, the first two starting with `eyJ` ('{"' encoded).
 _JWT_PATTERN = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
@@ -55,16 +54,3 @@ class SecretScrubber(logging.Filter):
 
 
 SCRUBBER = SecretScrubber()
-
-
-def setup_logging(level: str = "INFO", stream=None) -> logging.Handler:
-    """Log to stderr (or `stream`) through the scrubber; return the handler."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(SCRUBBER)
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    return handler

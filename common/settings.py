@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from types import MappingProxyType
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from common.errors import ConfigError
 
@@ -134,7 +134,8 @@ def _base_url(value: str, field: str, source: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(source, field, "an http(s) URL such as https://www.kimi.com", value)
-    return value.rstrip("/")
+    # A scheme is case-insensitive (`HTTP://`); every client below compares it lower-case.
+    return urlunsplit(parts).rstrip("/")   # urlsplit lower-cases the scheme
 
 
 def auth_base_url(upstream: Mapping[str, object]) -> str:

@@ -16,13 +16,14 @@ import schedule
 
 from common.config import STATE_OK, STATE_RELOGIN, Config, parse_config, set_tokens, update_status, update_status_if_token
 from common.errors import ConfigError
+from common.heartbeat import HeartbeatWriter
 from common.jwt_claims import try_decode_claims
 from common.redact import fingerprint
 from common.settings import auth_base_url
 from common.store import ConfigStore, StoreBusy
 from common.token_ledger import LedgerUnavailable
-from common.account_state import access_token_live, awaiting_relogin
-from refresher.decision import refresh_reason
+from common.account_state import access_token_live, awaiting_relogin, credential
+from refresher.decision import malformed_token, refresh_reason
 from refresher.kimi_auth import KimiAuthClient, RefreshRejected, RefreshTransient, TokenPair
 
 log = logging.getLogger("refresher")
@@ -83,6 +84,7 @@ class Refresher:
         self._warned: set[tuple[str, str]] = set()
         self._scheduler = schedule.Scheduler()
         self._tick_seconds = 0.0
+        self._heartbeat = HeartbeatWriter(store.path, log)
 
     @staticmethod
     def _make_client(config: Config) -> KimiAuthClient:
@@ -109,6 +111,7 @@ class Refresher:
             idle = self._scheduler.idle_seconds
             self.stop_event.wait(max(0.0, idle if idle is not None else self._tick_seconds))
         self._client.close()
+        self._heartbeat.remove()
         log.info("refresher stopped on request")
 
     def _reschedule(self) -> None:
@@ -121,6 +124,7 @@ class Refresher:
     def tick(self) -> None:
         """One pass over the accounts; never raises, so the loop lives on."""
         try:
+            self._heartbeat.beat(self._tick_seconds, float(self.config.upstream["refresh_timeout"]))
             self._reload_config()
             self._save_unsaved()
             for account in self.config.accounts:
@@ -130,6 +134,8 @@ class Refresher:
                     continue   # its new pair is not saved yet: only the save is retried, never a refresh
                 if awaiting_relogin(account):
                     self._warn_relogin_once(account.name, account.status.rejected_token)
+                    continue
+                if account.enabled and self._report_malformed(account):
                     continue
                 if account.enabled and not account.refresh_token:
                     self._watch_access_only(account)
@@ -158,6 +164,15 @@ class Refresher:
             log.warning("account %r needs a new login: its token %s was refused by Kimi or has run out. Paste a "
                         "new refresh_token (or kimi-auth token) into %s; the refresher picks it up by itself.",
                         name, rejected, self.store.path)
+
+    def _report_malformed(self, account) -> bool:
+        """Say once (per token) that the account's token is not a Kimi token; True when it is not."""
+        problem = malformed_token(account)
+        key = (account.name, "malformed " + fingerprint(credential(account)))
+        if problem and key not in self._warned:
+            self._warned.add(key)
+            log.error("%s into %s; the refresher picks it up by itself.", problem, self.store.path)
+        return problem is not None
 
     def _watch_access_only(self, account) -> None:
         """A kimi-auth token without a refresh token cannot be renewed: warn ahead, then mark it spent."""
@@ -327,6 +342,9 @@ class Refresher:
         final = self.store.load()
         for account in final.accounts:
             if not account.enabled:
+                continue
+            if self._report_malformed(account):
+                failed = True
                 continue
             if not account.refresh_token and not awaiting_relogin(account):
                 self._watch_access_only(account)   # may have just marked it relogin_required

@@ -8,9 +8,29 @@ from common.jwt_claims import try_decode_claims
 from common.redact import fingerprint
 
 
+def malformed_token(account: Account) -> str | None:
+    """Why the account's login token is not a Kimi token (a JWT), or None; such a token is never sent to Kimi.
+
+    Only the token the refresher would send counts: a garbled access token beside a good refresh token
+    is simply refreshed away.
+    """
+    if account.refresh_token:
+        if try_decode_claims(account.refresh_token) is None:
+            return (f"account {account.name!r}: refresh_token is malformed: not a Kimi token (a JWT: three "
+                    "dot-separated parts, the first starting eyJ); nothing was sent to Kimi. Paste the whole "
+                    "refresh_token from kimi.moonshot.cn's localStorage")
+        return None
+    if account.access_token and try_decode_claims(account.access_token) is None:
+        return (f"account {account.name!r}: access_token (kimi-auth) is malformed: not a Kimi token (a JWT: "
+                "three dot-separated parts, the first starting eyJ). Paste the whole kimi-auth cookie value")
+    return None
+
+
 def refresh_reason(account: Account, now: float, margin: float) -> str | None:
     """Why `account` should be refreshed now, or None when it should not."""
     if not account.enabled or not account.refresh_token or awaiting_relogin(account):
+        return None
+    if malformed_token(account):
         return None
     if not account.access_token:
         return "no access token yet"

@@ -1,3 +1,5 @@
 """The Tornado server: an OpenAI-compatible API in front of the Kimi web chat."""
 
-__version__ = "0.1.0"
+from common import __version__
+
+__all__ = ["__version__"]

@@ -1,9 +1,10 @@
-"""python -m server --config PATH [--host H] [--port P] [--log-level LEVEL]."""
+"""python -m server --config PATH [--host H] [--port P] [--log-level LEVEL] [--log-format json] [--version]."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import resource
@@ -18,10 +19,17 @@ from common.errors import ConfigError
 from common.store import ConfigStore
 from server import event_loop
 from server.app import make_app
+from server.accounts import AccountPool
+from server.base import MAX_HEADER_BYTES, MAX_URI_BYTES
 from server.prefork import run_children
+from server.readiness import warn_if_unusable
 from server.services import Services
 
 log = logging.getLogger("server")
+
+EXAMPLE_API_KEY = "sk-change-me"   # config.example.json's key: anyone who read the README knows it
+# Tornado drops (without a word) a request whose head passes this; below it base.py answers 414/431.
+HEADER_HARD_LIMIT = 16 * (MAX_URI_BYTES + MAX_HEADER_BYTES)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,8 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         error = ConfigError(store.path, "api_keys", "at least one key (clients send it as a Bearer token)")
         print(f"server: cannot use the config: {error}", file=sys.stderr)
         return 2
-    _raise_open_file_limit()
     host = args.host or config.server["host"]
+    if EXAMPLE_API_KEY in config.api_keys and not _is_loopback(host):
+        print(f"server: cannot use the config: {store.path}: api_keys: still holds the example key "
+              f"{EXAMPLE_API_KEY!r}, and the server would listen on {host}, reachable from other machines. "
+              "Put a key of your own in api_keys (e.g. the output of `openssl rand -hex 24`), "
+              "or listen on 127.0.0.1.", file=sys.stderr)
+        return 2
+    _raise_open_file_limit()
     port = args.port if args.port is not None else config.server["port"]
     processes = args.processes if args.processes is not None else int(config.server["processes"])
     processes = processes or os.cpu_count() or 1
@@ -52,10 +66,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log.info("kimi-bridge server listening on http://%s:%d with %d process(es) (%d account(s), upstream %s)",
              host, port, processes, len(config.accounts), config.upstream["base_url"])
+    warn_if_unusable(config, store.path, AccountPool(store))
     use_uvloop = bool(config.server["uvloop"])
     if processes == 1:
         return event_loop.run(_serve(store, config, sockets), use_uvloop)
     return run_children(processes, lambda: event_loop.run(_serve(ConfigStore(store.path), config, sockets), use_uvloop))
+
+
+def _is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (`localhost`, 127.x, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False   # a host name: it may resolve to a public address
 
 
 def _raise_open_file_limit() -> None:
@@ -75,6 +100,7 @@ async def _serve(store: ConfigStore, config, sockets: list) -> int:
     server = tornado.httpserver.HTTPServer(
         make_app(services), xheaders=True,
         max_body_size=services.settings.max_body_bytes * 2 + (1 << 20),   # beyond this Tornado drops the connection
+        max_header_size=HEADER_HARD_LIMIT,
         idle_connection_timeout=float(config.server["idle_connection_timeout"]),
         body_timeout=float(config.server["body_timeout"]))
     server.add_sockets(sockets)

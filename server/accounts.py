@@ -8,6 +8,7 @@ import time
 
 from common.account_state import awaiting_relogin
 from common.config import Account, update_status_if_token
+from common.heartbeat import refresher_alive
 from common.jwt_claims import try_decode_claims
 from common.redact import fingerprint
 from common.store import ConfigStore
@@ -35,6 +36,14 @@ class AccountPool:
             return False
         claims = try_decode_claims(account.access_token)
         return claims is None or claims.exp is None or claims.exp > now
+
+    def was_rejected(self, account: Account) -> bool:
+        """True when Kimi refused this account's current access token."""
+        return fingerprint(account.access_token) in self._rejected
+
+    def refresher_alive(self) -> bool:
+        """A refresher beat recently (its heartbeat beside config.json): waiting for a renewal can pay off."""
+        return refresher_alive(self.store.path)
 
     def pick(self, tried: set[str], name: str | None = None) -> Account | None:
         """The next usable account (or the one called `name`) whose token has not been tried for this request."""

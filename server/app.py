@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-
 import tornado.web
 
+from server.access_log import log_request
 from server.base import NotFoundHandler
 from server.chat_handler import ChatCompletionsHandler
 from server.handlers import HealthHandler, ModelsHandler
 from server.home import HomeHandler, HomePage
 from server.openapi import OpenApiHandler
+from server.readiness import ReadyHandler
 from server.services import Services
 from server.status import StatusHandler
 from server.token_check import TokenCheckHandler
@@ -22,6 +22,7 @@ def make_app(services: Services) -> tornado.web.Application:
     routes = [
         (r"/", HomeHandler, {**args, "page": HomePage.load()}),
         (r"/health", HealthHandler, args),
+        (r"/health/ready", ReadyHandler, args),
         (r"/openapi\.json", OpenApiHandler, args),
         (r"/(?:v1/)?models(?:/([^/]{1,256}))?", ModelsHandler, args),
         (r"/(?:v1/)?token/check", TokenCheckHandler, args),
@@ -29,12 +30,5 @@ def make_app(services: Services) -> tornado.web.Application:
         (r"/(?:v1/)?chat/completions(?:/([A-Za-z0-9_.:-]{1,128}))?", ChatCompletionsHandler, args),
     ]
     return tornado.web.Application(routes, default_handler_class=NotFoundHandler, default_handler_args=args,
-                                   log_function=_log_request, cors_origins=services.settings.cors_origins)
+                                   log_function=log_request, cors_origins=services.settings.cors_origins)
 
-
-def _log_request(handler: tornado.web.RequestHandler) -> None:
-    # Tornado's default logs the full URI; ours never carries a secret, but keep it to the path.
-    status = handler.get_status()
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    logging.getLogger("server.access").log(level, "%d %s %s %.1fms", status, handler.request.method,
-                                           handler.request.path, 1000 * handler.request.request_time())

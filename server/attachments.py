@@ -54,7 +54,7 @@ async def load(attachment: Attachment, fetcher: SafeFetcher, max_bytes: int) -> 
     if source.startswith("data:"):
         declared, data = _decode_data_url(source, attachment.param)
         name_hint = ""
-    elif source.startswith(("http://", "https://")):
+    elif source[:8].lower().startswith(("http://", "https://")):   # a scheme is case-insensitive
         try:
             fetched = await fetcher.fetch(source)
         except FetchRefused as exc:

@@ -1,10 +1,12 @@
-"""The API handler base: CORS, the local API key, bounded JSON bodies, OpenAI error envelopes."""
+"""The API handler base: CORS, request ids, size limits, the local API key, bounded JSON bodies, error envelopes."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import logging
+import re
+import uuid
 from http import HTTPStatus
 
 import orjson
@@ -15,14 +17,36 @@ from server.errors import ApiError
 
 log = logging.getLogger("server")
 
+# An incoming X-Request-Id is echoed only when it looks like an id (it goes into logs and headers).
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+# Past these a request is answered 414/431 in the envelope; HTTPServer's own max_header_size (which drops
+# the connection without a word) is set well above them, see server/__main__.py.
+MAX_URI_BYTES = 8192
+MAX_HEADER_BYTES = 65536
+
 
 class ApiHandler(tornado.web.RequestHandler):
     """Every API route derives from this. `require_key = False` for /health."""
 
     require_key = True
+    access_model: str | None = None   # the request's model, for the access log
 
     def initialize(self, services) -> None:
         self.services = services
+
+    @property
+    def request_id(self) -> str:
+        """The caller's X-Request-Id when it is sane, else a new one; the same for the whole request."""
+        if "_request_id" not in self.__dict__:
+            given = self.request.headers.get("X-Request-Id", "")
+            self._request_id = given if SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        return self._request_id
+
+    def access_account(self) -> str | None:
+        """The account that served this request, for the access log (chat handlers keep it in `_turn`)."""
+        turn = getattr(self, "_turn", None)
+        account = getattr(turn, "account", None)
+        return getattr(account, "name", None)
 
     @property
     def store(self) -> ConfigStore:
@@ -40,6 +64,7 @@ class ApiHandler(tornado.web.RequestHandler):
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Vary", "Origin")
         self.set_header("Access-Control-Expose-Headers", "Retry-After, X-Request-Id")
+        self.set_header("X-Request-Id", self.request_id)
 
     def options(self, *_args) -> None:
         """Answer a preflight before (and without) authentication."""
@@ -47,14 +72,21 @@ class ApiHandler(tornado.web.RequestHandler):
         names = {h.strip() for h in requested.split(",") if h.strip()}
         allowed = ", ".join(sorted(names | {"Authorization", "Content-Type"}, key=str.lower))
         self.set_header("Access-Control-Allow-Headers", allowed)
-        self.set_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
+        self.set_header("Access-Control-Allow-Methods", "GET, HEAD, POST, DELETE, OPTIONS")
         self.set_header("Access-Control-Max-Age", "86400")
         self.set_status(204)
         self.finish()
 
     # --- auth ----------------------------------------------------------------------------
 
+    def head(self, *args):
+        """HEAD wherever GET is (health probes use it); Tornado sends the headers and drops the body."""
+        if type(self).get is tornado.web.RequestHandler.get:
+            raise tornado.web.HTTPError(405)
+        return self.get(*args)
+
     def prepare(self) -> None:
+        self._check_sizes()
         if self.request.method == "OPTIONS" or not self.require_key:
             return
         header = self.request.headers.get("Authorization", "")
@@ -69,6 +101,15 @@ class ApiHandler(tornado.web.RequestHandler):
             matched |= hmac.compare_digest(given, hashlib.sha256(key.encode()).digest())
         if not matched:
             raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+
+    def _check_sizes(self) -> None:
+        """414 for a URI, 431 for headers past our limits, before anything else looks at them."""
+        if len(self.request.uri.encode("utf-8", "surrogateescape")) > MAX_URI_BYTES:
+            raise ApiError(414, f"Request URI too long: the limit is {MAX_URI_BYTES} bytes.", code="uri_too_long")
+        size = sum(len(k) + len(v) + 4 for k, v in self.request.headers.get_all())
+        if size > MAX_HEADER_BYTES:
+            raise ApiError(431, f"Request headers too large: the limit is {MAX_HEADER_BYTES} bytes.",
+                           code="request_header_fields_too_large")
 
     # --- bodies --------------------------------------------------------------------------
 
@@ -87,6 +128,8 @@ class ApiHandler(tornado.web.RequestHandler):
                            f"column {exc.colno}).", code="invalid_json") from None
         if not isinstance(data, dict):
             raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
+        if isinstance(data.get("model"), str):
+            self.access_model = data["model"][:100]
         return data
 
     def send_json(self, data: object, status: int = 200) -> None:
@@ -118,8 +161,10 @@ class ApiHandler(tornado.web.RequestHandler):
     def allowed_methods(self) -> list[str]:
         """The methods this handler implements (Tornado's defaults answer 405)."""
         base = tornado.web.RequestHandler
-        return [m for m in ("GET", "POST", "DELETE") if getattr(type(self), m.lower()) is not getattr(base, m.lower())
-                ] + ["OPTIONS"]
+        methods = [m for m in ("GET", "POST", "DELETE") if getattr(type(self), m.lower()) is not getattr(base, m.lower())]
+        if "GET" in methods:
+            methods.insert(1, "HEAD")   # head() answers wherever get() does
+        return methods + ["OPTIONS"]
 
     def _handle_request_exception(self, e: BaseException) -> None:
         if isinstance(e, ApiError):

@@ -44,9 +44,10 @@ class CompletionService:
         for _ in range(self.max_attempts):
             account = self.pool.pick(tried, target.account)
             if account is None and not waited:
-                # Every token is spent or refused: the refresher can mend that within seconds.
+                # Every token is spent or refused: a running refresher can mend that within seconds;
+                # without one (no fresh heartbeat) nobody will, so answer the 503 at once.
                 waited = True
-                if await self.pool.request_refresh_of_stale():
+                if await self.pool.request_refresh_of_stale() and self.pool.refresher_alive():
                     account = await self.pool.wait_for_account(tried, self.refresh_wait, target.account)
             if account is None:
                 break

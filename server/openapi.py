@@ -94,6 +94,10 @@ SPEC = {
                                       "properties": {"live": {"type": "boolean"}}})}, **_ERRORS}}},
         "/health": {"get": {"operationId": "health", "responses": {
             "200": {"description": "alive", "content": _json({"type": "object", "required": ["status"]})}}}},
+        "/health/ready": {"get": {"operationId": "ready", "responses": {
+            "200": {"description": "an account is usable", "content": _json({"type": "object", "required": ["status"]})},
+            "503": {"description": "no account is usable, and counts of why",
+                    "content": _json({"type": "object", "required": ["status", "reason"]})}}}},
     },
 }
 

@@ -48,19 +48,24 @@ def _is_num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+class OutOfRange(str):
+    """A check's answer when the value has the right type but lies outside the allowed range."""
+
+
 def _num_in(lo: float, hi: float) -> Callable[[object], str | None]:
     def check(v):
-        if not _is_num(v) or not lo <= v <= hi:
+        if not _is_num(v):
             return f"a number from {lo:g} to {hi:g}"
-        return None
+        return None if lo <= v <= hi else OutOfRange(f"a number from {lo:g} to {hi:g}")
     return check
 
 
 def _int_in(lo: int, hi: int | None = None) -> Callable[[object], str | None]:
     def check(v):
-        if not _is_int(v) or v < lo or (hi is not None and v > hi):
-            return f"an integer from {lo}" + (f" to {hi}" if hi is not None else " up")
-        return None
+        expected = f"an integer from {lo}" + (f" to {hi}" if hi is not None else " up")
+        if not _is_int(v):
+            return expected
+        return None if lo <= v and (hi is None or v <= hi) else OutOfRange(expected)
     return check
 
 
@@ -129,6 +134,8 @@ def parse_chat_request(body: dict) -> ChatRequest:
                 continue
             raise invalid(f"Unrecognized request argument supplied: {name}", name)
         if value is not None and (problem := check(value)):
+            if isinstance(problem, OutOfRange):
+                raise invalid(f"'{name}' is out of range: got {value}, expected {problem}.", name)
             raise invalid(f"Invalid type for '{name}': expected {problem}.", name)
     if ignored:
         log.debug("ignoring vendor extras %s", ignored)
@@ -234,6 +241,8 @@ def _attachment(part: dict, kind: str, at: str) -> Attachment:
 
 
 def _url(value: object, param: str) -> str:
-    if not isinstance(value, str) or not value.strip().startswith(("http://", "https://", "data:")):
+    # An http(s) scheme in any case (`HTTP://`) is http.
+    if not isinstance(value, str) or not (value.strip()[:8].lower().startswith(("http://", "https://"))
+                                          or value.strip().startswith("data:")):
         raise invalid(f"Invalid value for '{param}': expected an http(s) URL or a data: URL.", param)
     return value.strip()

@@ -160,6 +160,10 @@ class Stack:
         self.server_env = server_env or {}
         self.start_server()
         self.refresher = spawn("refresher", "--config", str(self.config_path)) if refresher else None
+        if refresher:
+            # The server waits for a renewal only once the refresher's heartbeat says it is alive.
+            from common.heartbeat import refresher_alive
+            wait_until(lambda: refresher_alive(str(self.config_path)), 30, "the refresher's first heartbeat")
 
     def start_server(self) -> None:
         self._log_file = open(self.server_log, "ab")

@@ -6,6 +6,7 @@ const root = path.resolve(__dirname, "..", "..");
 const python = process.env.KIMI_BRIDGE_PYTHON || path.join(root, ".venv", "bin", "python");
 const config = process.env.KIMI_BRIDGE_CONFIG || path.join(root, "config.json");
 
+// --log-stream split: pm2 files stderr as the error log, so INFO lines go to stdout (the out log).
 const common = {
   cwd: root,
   script: python,
@@ -13,13 +14,14 @@ const common = {
   autorestart: true,
   max_restarts: 20,
   restart_delay: 5000,
+  stop_exit_codes: [2], // exit 2: a config it cannot use (one line in the error log); a restart cannot mend it
   kill_timeout: 45000, // SIGTERM first: a refresh on the wire is finished and saved before exit
   env: { PYTHONUNBUFFERED: "1" },
 };
 
 module.exports = {
   apps: [
-    { ...common, name: "kimi-bridge-refresher", args: ["-m", "refresher", "--config", config] },
-    { ...common, name: "kimi-bridge-server", args: ["-m", "server", "--config", config] },
+    { ...common, name: "kimi-bridge-refresher", args: ["-m", "refresher", "--config", config, "--log-stream", "split"] },
+    { ...common, name: "kimi-bridge-server", args: ["-m", "server", "--config", config, "--log-stream", "split"] },
   ],
 };
