@@ -223,7 +223,8 @@ def test_fifteen_minute_tokens_are_renewed_three_minutes_before_expiry():
     margin = float(DEFAULTS["refresher"]["margin_seconds"])
     iat = 1_800_000_000
     access = mint_jwt({"typ": "access", "iat": iat, "exp": iat + 900})
-    account = Account("a", "r.e.f", access)
+    refresh = mint_jwt({"typ": "refresh", "iat": iat, "exp": iat + 90 * 86400})   # a malformed one is never due
+    account = Account("a", refresh, access)
     assert refresh_reason(account, iat + 900 - margin - 1, margin) is None
     assert refresh_reason(account, iat + 900 - margin + 1, margin)
     assert planned_refresh_at(account, iat, margin) == iat + 900 - margin == iat + 720

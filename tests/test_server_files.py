@@ -4,6 +4,7 @@ refusal is clear; SSRF-safe."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.server
 import ipaddress
@@ -152,6 +153,16 @@ def test_every_refusal_is_a_clear_400(world, part, code):
     assert error["code"] == code and error["param"].startswith("messages[0].content[1]")
 
 
+@contextlib.contextmanager
+def emulator_switch(stack, name: str):
+    """Turn one of the emulator's file settings on for the body of a with block, and off again after it."""
+    stack.emulator.admin("settings", {name: True})
+    try:
+        yield
+    finally:
+        stack.emulator.admin("settings", {name: False})
+
+
 def test_a_url_whose_server_hangs_up_is_a_clear_400(world):
     response = _ask(world["stack"], [{"type": "file", "file_url": {"url": world["files"] + "/hang-up"}}])
     assert response.status_code == 400 and response.json()["error"]["code"] == "url_unreachable"
@@ -159,12 +170,9 @@ def test_a_url_whose_server_hangs_up_is_a_clear_400(world):
 
 def test_a_document_kimi_cannot_parse_is_a_clear_error(world):
     stack = world["stack"]
-    stack.emulator.admin("settings", {"parse_fail": True})
-    try:
-        part = {"type": "file", "file": {"filename": "broken.pdf", "file_data": base64.b64encode(PDF).decode()}}
+    part = {"type": "file", "file": {"filename": "broken.pdf", "file_data": base64.b64encode(PDF).decode()}}
+    with emulator_switch(stack, "parse_fail"):
         response = _ask(stack, [part])
-    finally:
-        stack.emulator.admin("settings", {"parse_fail": False})
     assert response.status_code == 400 and response.json()["error"]["code"] == "file_unreadable"
     assert "broken.pdf" in response.json()["error"]["message"]
 
@@ -205,12 +213,9 @@ def test_urls_refused_before_any_lookup(url):
 
 def test_a_document_kimi_never_finishes_reading_times_out(world):
     stack = world["stack"]
-    stack.emulator.admin("settings", {"parse_stall": True})
-    try:
-        part = {"type": "file", "file": {"filename": "slow.pdf", "file_data": base64.b64encode(PDF).decode()}}
+    part = {"type": "file", "file": {"filename": "slow.pdf", "file_data": base64.b64encode(PDF).decode()}}
+    with emulator_switch(stack, "parse_stall"):
         response = _ask(stack, [part])
-    finally:
-        stack.emulator.admin("settings", {"parse_stall": False})
     if stack.protocol == "rest":   # the REST emulator parses at once: nothing to wait for
         assert response.status_code == 200, response.text
         return
