@@ -107,8 +107,17 @@ class Ledger:
     def _spend(self, rid: str, account: str, why: str, now: float) -> None:
         self.spent.pop(rid, None)   # re-insert: the newest records are the last dropped
         self.spent[rid] = {"account": account, "why": why, "at": now}
-        while len(self.spent) > SPENT_LIMIT:
-            del self.spent[next(iter(self.spent))]
+
+    def trim(self, keep: frozenset[str]) -> None:
+        """Drop the oldest spent records over SPENT_LIMIT, never one of a token config.json still holds.
+
+        A file that cannot be written keeps its first token for as long as the ledger carries the newer
+        pairs: forgetting that token was spent would hand it out, and spend it, again.
+        """
+        excess = len(self.spent) - SPENT_LIMIT
+        if excess > 0:
+            for rid in [r for r in self.spent if r not in keep][:excess]:
+                del self.spent[rid]
 
     def to_bytes(self) -> bytes:
         """The JSON body of a slot."""
@@ -152,8 +161,12 @@ class LedgerFile:
             self._cache, self._cache_key = self._read_newest(), key
         return Ledger.from_bytes(self._cache.to_bytes())
 
-    def write(self, ledger: Ledger) -> None:
-        """Write `ledger` (with the next sequence number) over the older slot; raise LedgerUnavailable."""
+    def write(self, ledger: Ledger, keep: frozenset[str] = frozenset()) -> None:
+        """Write `ledger` (with the next sequence number) over the older slot; raise LedgerUnavailable.
+
+        `keep`: ids of the refresh tokens config.json holds, whose spent records outlive the bound.
+        """
+        ledger.trim(keep)
         target = self._older_slot()
         ledger.seq += 1
         body = ledger.to_bytes()

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from common.config import Config, parse_config
+from common.errors import ConfigError
 from common.store_files import StoreBusy, decode, digest, file_error, flock, read_all
 from common.token_guard import heal
-from common.token_ledger import Ledger, LedgerUnavailable
+from common.token_ledger import Ledger, LedgerUnavailable, token_id
 
 if TYPE_CHECKING:
     from common.store import ConfigStore
@@ -38,6 +39,7 @@ class Transaction:
         self._store, self.fd, self.doc, self.writable = store, -1, {}, False
         self._seen = b""   # digest of the bytes we last read or wrote
         self._changes: list[Callable[[dict], object]] = []
+        self.file_tokens: frozenset[str] = frozenset()   # ids of the refresh tokens the file itself holds
         self.ledger = store.ledger.read() if store.ledger else Ledger()
 
     def config(self) -> Config:
@@ -82,6 +84,7 @@ class Transaction:
     def _replay(self, current: bytes) -> None:
         doc = decode(current, self._store.path)
         self.seen(current)
+        self.file_tokens |= _held_ids(doc, self._store)
         for line in heal(doc, self.ledger, self._store.path) if self._store.ledger else ():
             log.warning("%s", line)
         for change in self._changes:
@@ -94,13 +97,14 @@ class Transaction:
         """Write `ledger` durably now; raise LedgerUnavailable."""
         if self._store.ledger is None:
             raise LedgerUnavailable(errno.EINVAL, f"{self._store.path} keeps no token ledger")
-        self._store.ledger.write(self.ledger)
+        self._store.ledger.write(self.ledger, self.file_tokens)
 
     def read(self) -> None:
         """(Re)read `doc` from the open file."""
         data = read_all(self.fd)
         self.doc = decode(data, self._store.path)
         self.seen(data)
+        self.file_tokens = _held_ids(self.doc, self._store)   # before any healing: what is on disk
 
     def reopen(self) -> None:
         """Open the file now at the path (after a replace, or an editor's), flock'd in in-place mode."""
@@ -125,3 +129,12 @@ class Transaction:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def _held_ids(doc: dict, store: ConfigStore) -> frozenset[str]:
+    """Ids of the refresh tokens `doc` holds (none when it is not a usable config)."""
+    try:
+        accounts = parse_config(doc, store.path, store._environ).accounts
+    except ConfigError:
+        return frozenset()
+    return frozenset(token_id(a.refresh_token) for a in accounts if a.refresh_token)

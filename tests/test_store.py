@@ -248,3 +248,19 @@ def test_a_stale_token_is_healed_and_an_unknown_outcome_is_never_spent(tmp_path)
     assert account["refresh_token"] == "r2" and account["status"]["state"] == "relogin_required"
     assert "interrupted" in account["status"]["last_error"]
     assert store.load().accounts[0].status.rejected_token == fingerprint("r2")
+
+
+def test_the_spent_record_of_a_token_the_file_still_holds_outlives_the_bound(tmp_path):
+    # The file keeps handing back its first token (an unwritable file, or a stale copy saved again and again)
+    # while every newer pair lives in the ledger: after more rotations than the ledger keeps records of,
+    # that first token must still read as spent, or it would be handed out and spent again.
+    path = tmp_path / "config.json"
+    store = ConfigStore(str(path))
+    for n in range(1, SPENT_LIMIT + 40):
+        _config(path, 1)
+        with store.transaction() as tx:
+            tx.ledger.rotated("main", f"r{n}", f"a{n + 1}", f"r{n + 1}", float(n))
+            tx.save_ledger()
+    _config(path, 1)
+    assert store.load().accounts[0].refresh_token == f"r{SPENT_LIMIT + 40}"
+    assert len(LedgerFile(str(path)).read().spent) <= SPENT_LIMIT + 1
