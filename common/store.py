@@ -251,11 +251,17 @@ class ConfigStore:
         fsync_dir(self._dir)
 
     def _write_in_place(self, data: bytes, fd: int) -> None:
+        old_size = os.fstat(fd).st_size
+        if len(data) > old_size:
+            # Grow with trailing white space first (JSON allows it): a full disk fails here, while the file
+            # still holds the old document whole, and the overwrite below needs no new blocks.
+            os.lseek(fd, old_size, os.SEEK_SET)
+            write_all(fd, b" " * (len(data) - old_size))
+            old_size = len(data)
         # A journal first, so a crash mid-write rolls forward to the new tokens on the next start.
         journal_ok = self._write_journal(digest(read_all(fd)) + b"\n" + data)
         # Pad to the old length (JSON allows trailing white space) so the file parses at every step:
         # after the one write, and again after the truncate.
-        old_size = os.fstat(fd).st_size
         os.lseek(fd, 0, os.SEEK_SET)
         write_all(fd, data + b" " * max(0, old_size - len(data)))
         os.ftruncate(fd, len(data))
