@@ -169,6 +169,8 @@ class ApiHandler(tornado.web.RequestHandler):
     def _handle_request_exception(self, e: BaseException) -> None:
         if isinstance(e, ApiError):
             if self._headers_written:
+                if not self._finished:
+                    self.finish()   # never leave a started response open
                 return
             self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
             return

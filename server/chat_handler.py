@@ -208,6 +208,10 @@ class ChatCompletionsHandler(ApiHandler):
             self.write(openai_format.DONE)
         except tornado.iostream.StreamClosedError:
             return
+        except ApiError as exc:
+            # Raised after the head went out (the conversation could not be recorded, say): a frame, then the end.
+            log.warning("stream failed after it started: %s", exc.message)
+            await self._send(openai_format.error_frame(exc.body()), swallow=True)
         except UpstreamError as exc:
             await self.services.completions.broke(turn, exc)
             if self._client_gone:

@@ -234,3 +234,26 @@ def test_a_conversation_whose_account_left_the_config_says_so_at_once(stack):
     error = response.json()["error"]
     assert error["code"] == "conversations_unavailable" and "renamed-away" in error["message"]
     assert stack.emulator.stats()["chats_created"] == 1
+
+
+def test_a_stream_whose_conversation_cannot_be_recorded_ends_with_an_error_frame(tmp_path):
+    # Over Connect the chat is recorded when the answer ends (REST records it at creation, before any byte):
+    # the head and frames are out when the conversations file breaks, so the client gets an error frame and
+    # the end of the response, not a connection left open for ever.
+    stack = Stack(tmp_path, protocol="connect")
+    try:
+        stack.emulator.admin("stream", {"stall_after": 1, "stall_seconds": 3600})
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(requests.post, stack.url + "/v1/chat/completions/c-broken",
+                               json=_body("hello", stream=True), headers=stack.headers(), timeout=120)
+            wait_until(lambda: stack.emulator.stats()["paused"] >= 1, 60, "the answer to be held mid-stream")
+            (stack.config_path.parent / "conversations.json").write_text("{broken")
+            stack.emulator.admin("stream", {"stall_after": None})
+            stack.emulator.admin("release")
+            response = held.result()
+        assert response.status_code == 200
+        frames = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+        assert frames and frames[-1] != "[DONE]"
+        assert '"conversations_unavailable"' in frames[-1] and frames[-1].startswith('{"error"')
+    finally:
+        stack.close()
