@@ -54,5 +54,8 @@ def _expiry(token: str) -> str | None:
     return _iso(claims.exp)
 
 
-def _iso(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="seconds")
+def _iso(ts: float) -> str | None:
+    try:
+        return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="seconds")
+    except (OverflowError, ValueError, OSError):   # an exp in milliseconds, say: no date rather than a 500
+        return None

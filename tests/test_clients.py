@@ -70,3 +70,23 @@ def test_status_shows_each_account_without_secrets(stack):
     for secret in (stack.accounts[0]["access_token"], stack.accounts[0]["refresh_token"], Stack.API_KEY):
         assert secret not in status.text
     assert requests.get(stack.url + "/v1/status", timeout=10).status_code == 401
+
+
+def test_status_survives_a_token_whose_expiry_is_out_of_range(stack):
+    # An exp written in milliseconds (a hand-pasted token from another tool) is past year 9999: no date, no 500.
+    from common.redact import fingerprint
+    from tests.helpers import read_json, wait_until, write_json
+    from tests.kimi_emulator.tokens import mint_jwt
+    token = mint_jwt({"typ": "access", "iat": 1_800_000_000, "exp": 1_800_000_000_000})
+    doc = read_json(stack.config_path)
+    doc["accounts"][0]["access_token"] = token
+    write_json(stack.config_path, doc)
+
+    def status_after_reload():
+        response = requests.get(stack.url + "/v1/status", headers=stack.headers(), timeout=10)
+        if response.status_code != 200 or response.json()["accounts"][0]["access_token"] == fingerprint(token):
+            return (response,)   # a tuple: a Response of status 500 is falsy
+        return None
+    (response,) = wait_until(status_after_reload, 30, "the server to read the new token")
+    assert response.status_code == 200, response.text
+    assert response.json()["accounts"][0]["access_token_expires_at"] is None
