@@ -41,9 +41,10 @@ class AccountPool:
         """True when Kimi refused this account's current access token."""
         return fingerprint(account.access_token) in self._rejected
 
-    def refresher_alive(self) -> bool:
+    async def refresher_alive(self) -> bool:
         """A refresher beat recently (its heartbeat beside config.json): waiting for a renewal can pay off."""
-        return refresher_alive(self.store.path)
+        # A file read: off the event loop, like the store's other I/O on the request path.
+        return await asyncio.get_running_loop().run_in_executor(None, refresher_alive, self.store.path)
 
     def pick(self, tried: set[str], name: str | None = None) -> Account | None:
         """The next usable account (or the one called `name`) whose token has not been tried for this request."""

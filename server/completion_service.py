@@ -47,7 +47,7 @@ class CompletionService:
                 # Every token is spent or refused: a running refresher can mend that within seconds;
                 # without one (no fresh heartbeat) nobody will, so answer the 503 at once.
                 waited = True
-                if await self.pool.request_refresh_of_stale() and self.pool.refresher_alive():
+                if await self.pool.request_refresh_of_stale() and await self.pool.refresher_alive():
                     account = await self.pool.wait_for_account(tried, self.refresh_wait, target.account)
             if account is None:
                 break

@@ -133,7 +133,8 @@ async def _wait_processed(kimi: KimiClient, access_token: str, file_id: str, nam
             raise unary_error(response.code, response.body or b"", "GetFileParseProgress")
         data = json_or_none(response.body)
         progresses = data.get("progresses") if isinstance(data, dict) else None
-        mine = next((p for p in progresses or [] if isinstance(p, dict) and p.get("fileId") == file_id), {})
+        progresses = progresses if isinstance(progresses, list) else []
+        mine = next((p for p in progresses if isinstance(p, dict) and p.get("fileId") == file_id), {})
         status = mine.get("status")
         if status == "PROCESS_STATUS_SUCCESS":
             return

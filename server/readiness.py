@@ -63,7 +63,7 @@ class ReadyHandler(ApiHandler):
 
     require_key = False
 
-    def get(self) -> None:
+    async def get(self) -> None:
         """200 ready or 503 not_ready, with counts per problem."""
         config = self.services.config()
         problems = unusable(self.services)
@@ -71,7 +71,7 @@ class ReadyHandler(ApiHandler):
         body = {"status": "ready" if usable else "not_ready",
                 "accounts": {"total": len(config.accounts), "usable": usable,
                              **Counter(kind for _, kind, _ in problems)},
-                "refresher_alive": refresher_alive(self.store.path)}
+                "refresher_alive": await self.services.pool.refresher_alive()}
         if not usable:
             body["reason"] = "no Kimi account is usable"
         self.send_json(body, 200 if usable else 503)
