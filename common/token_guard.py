@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import datetime
 
 from common.account_state import awaiting_relogin
 from common.config import STATE_OK, STATE_RELOGIN, parse_config, set_tokens, update_status
 from common.errors import ConfigError
-from common.jwt_claims import try_decode_claims
+from common.timestamps import token_expiry
 from common.redact import fingerprint
 from common.token_ledger import INTERRUPTED, REFUSED, Ledger
 
@@ -45,7 +44,7 @@ def heal(doc: dict, ledger: Ledger, source: str) -> list[str]:
         if pair and pair["refresh_token"] not in held:
             set_tokens(doc, account.name, pair["access_token"], pair["refresh_token"])
             update_status(doc, account.name, state=STATE_OK, last_error="", rejected_token="",
-                          access_token_expires_at=_expiry(pair["access_token"]))
+                          access_token_expires_at=token_expiry(pair["access_token"]) or "")
             held.add(pair["refresh_token"])
             lines.append(f"account {account.name!r} was saved with refresh token {fingerprint(token)}, which was "
                          f"already spent: wrote back its newer pair (refresh token "
@@ -59,10 +58,3 @@ def heal(doc: dict, ledger: Ledger, source: str) -> list[str]:
             lines.append(f"account {account.name!r} holds refresh token {fingerprint(token)}: {reason}. "
                          f"Marked relogin_required; paste a new refresh token into {source}")
     return lines
-
-
-def _expiry(access_token: str) -> str:
-    claims = try_decode_claims(access_token)
-    if claims is None or claims.exp is None:
-        return ""
-    return datetime.datetime.fromtimestamp(claims.exp, datetime.timezone.utc).isoformat(timespec="seconds")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
 import logging
 import os
 import random
@@ -18,6 +17,7 @@ from common.config import STATE_OK, STATE_RELOGIN, Config, parse_config, set_tok
 from common.errors import ConfigError
 from common.heartbeat import HeartbeatWriter
 from common.jwt_claims import try_decode_claims
+from common.timestamps import iso_utc, token_expiry
 from common.redact import fingerprint
 from common.settings import auth_base_url
 from common.store import ConfigStore, StoreBusy
@@ -191,7 +191,7 @@ class Refresher:
             self._warned.add((account.name, "soon " + token_fp))
             log.warning("account %r holds only a kimi-auth token (%s), which cannot be renewed; it expires at %s. "
                         "Paste a new one, or a refresh_token, into %s.", account.name, token_fp,
-                        _iso(claims.exp), self.store.path)
+                        iso_utc(claims.exp), self.store.path)
 
     # --- one refresh ------------------------------------------------------------------------
 
@@ -245,7 +245,7 @@ class Refresher:
                 return Outcome.FAILED
             self._store_pair(tx, name, token, pair)
         self._forget_backoff(name)
-        expiry = _expiry(pair.access_token)
+        expiry = token_expiry(pair.access_token) or ""
         log.info("refreshed account %r: access token %s valid until %s, refresh token %s",
                  name, fingerprint(pair.access_token), expiry or "unknown", fingerprint(pair.refresh_token))
         return Outcome.REFRESHED
@@ -274,7 +274,7 @@ class Refresher:
                 return
             set_tokens(doc, name, pair.access_token, pair.refresh_token)
             update_status(doc, name, state=STATE_OK, last_error="", rejected_token="", refresh_requested="",
-                          last_refresh_at=_iso(self.clock()), access_token_expires_at=_expiry(pair.access_token))
+                          last_refresh_at=iso_utc(self.clock()), access_token_expires_at=token_expiry(pair.access_token) or "")
         tx.apply(put)
         for attempt in range(1, SAVE_ATTEMPTS + 1):
             try:
@@ -365,12 +365,3 @@ def _held_token(doc: dict, source: str, name: str) -> str | None:
     except ConfigError:
         return None
     return account.refresh_token if account else None
-
-
-def _iso(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _expiry(access_token: str) -> str:
-    claims = try_decode_claims(access_token)
-    return _iso(claims.exp) if claims and claims.exp is not None else ""

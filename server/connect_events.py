@@ -3,12 +3,12 @@ messages kept out of the answer (kimi-protocol.md §3.5-3.7, kimi-protocol-2026-
 
 from __future__ import annotations
 
-import datetime
 import logging
 import time
 from dataclasses import dataclass
 
 from common.config import Account
+from common.timestamps import iso_utc
 from server.citations import CitationFilter
 from server.connect_errors import block_exception
 from server.turn import Piece, SourceLines
@@ -36,8 +36,7 @@ class ModelDegrades:
 
     def status(self) -> dict:
         """The /v1/status field: count, last time (ISO 8601, UTC) and account."""
-        last = (datetime.datetime.fromtimestamp(self.last_at, datetime.timezone.utc).isoformat(timespec="seconds")
-                if self.last_at is not None else None)
+        last = iso_utc(self.last_at) if self.last_at is not None else None
         return {"count": self.count, "last_seen_at": last, "last_account": self.last_account}
 
 

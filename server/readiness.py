@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 import time
 from collections import Counter
@@ -10,7 +9,7 @@ from collections import Counter
 from common.account_state import awaiting_relogin
 from common.config import Account, Config
 from common.heartbeat import heartbeat_path, refresher_alive
-from common.jwt_claims import try_decode_claims
+from common.timestamps import token_expiry
 from server.base import ApiHandler
 
 log = logging.getLogger("server")
@@ -30,9 +29,8 @@ def problem_of(account: Account, now: float, rejected: bool) -> tuple[str, str]:
         return NO_TOKEN, "has no access token yet (the refresher gets one from its refresh_token)"
     if rejected:
         return REJECTED, "Kimi rejected its access token; a renewed one is needed"
-    claims = try_decode_claims(account.access_token)
-    when = "" if claims is None or claims.exp is None else " at " + datetime.datetime.fromtimestamp(
-        claims.exp, datetime.timezone.utc).isoformat(timespec="seconds")
+    expiry = token_expiry(account.access_token)
+    when = f" at {expiry}" if expiry else ""
     return EXPIRED, f"its access token expired{when}"
 
 

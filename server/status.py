@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import datetime
 import os
 import time
 
 from common.account_state import awaiting_relogin
-from common.jwt_claims import try_decode_claims
 from common.redact import fingerprint
+from common.timestamps import iso_utc, token_expiry
 from refresher.decision import planned_refresh_at
 from server import __version__
 from server.base import ApiHandler
@@ -30,12 +29,12 @@ class StatusHandler(ApiHandler):
                 "protocol": self.services.pool.protocol_of(account),
                 "state": "relogin_required" if awaiting_relogin(account) else (status.state or "unknown"),
                 "access_token": fingerprint(account.access_token) if account.access_token else None,
-                "access_token_expires_at": _expiry(account.access_token),
+                "access_token_expires_at": token_expiry(account.access_token),
                 "refresh_token": fingerprint(account.refresh_token) if account.refresh_token else None,
-                "refresh_token_expires_at": _expiry(account.refresh_token),
+                "refresh_token_expires_at": token_expiry(account.refresh_token),
                 "last_refresh_at": status.last_refresh_at or None,
                 # From the access token's exp and the refresher's margin; null: no refresh planned.
-                "next_refresh_at": _iso(next_refresh) if next_refresh is not None else None,
+                "next_refresh_at": iso_utc(next_refresh) if next_refresh is not None else None,
                 "next_refresh_in_seconds": max(0, int(next_refresh - now)) if next_refresh is not None else None,
                 "last_error": status.last_error or None,
             })
@@ -45,17 +44,3 @@ class StatusHandler(ApiHandler):
                         "chat_deletions_given_up": self.services.completions.deletions_given_up,
                         "model_degrade_notices": self.services.completions.protocols["connect"].degrades.status(),
                         "accounts": accounts})
-
-
-def _expiry(token: str) -> str | None:
-    claims = try_decode_claims(token)
-    if claims is None or claims.exp is None:
-        return None
-    return _iso(claims.exp)
-
-
-def _iso(ts: float) -> str | None:
-    try:
-        return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="seconds")
-    except (OverflowError, ValueError, OSError):   # an exp in milliseconds, say: no date rather than a 500
-        return None
