@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import tornado.iostream
 
 from server import openai_format
-from server.attachments import load
+from server.core.attachments import load
 from server.base import ApiHandler
 from server.errors import ApiError, UpstreamError
 from server.kimi_client import CHAT_ID

@@ -10,7 +10,7 @@ import time
 import orjson
 
 from common.kimi_sse import SseParser
-from server.attachments import Blob
+from server.core.attachments import Blob
 from server.connect_errors import unary_error
 from server.errors import ApiError, UpstreamError, UpstreamTimeout
 from server.kimi_client import KimiClient, json_or_none

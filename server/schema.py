@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from server.attachments import Attachment
+from server.core.attachments import Attachment
 from server.errors import invalid
 
 log = logging.getLogger("server.schema")

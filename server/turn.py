@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from common.config import Account
-from server.attachments import Blob
+from server.core.attachments import Blob
 from server.errors import UpstreamError
 from server.models import ModelChoice
 

@@ -1,0 +1,1 @@
+"""The dialect-neutral core: the canonical request, answer events, neutral errors, conversations, models."""

@@ -1,0 +1,1 @@
+"""The HTTP edge: Tornado handlers, the SSE writer, the local API key."""

@@ -1,0 +1,1 @@
+"""Emulation of what Kimi's web chat lacks: the prompt builder, tool calls from markup, structured output."""

@@ -1,0 +1,1 @@
+"""Kimi's web protocols."""

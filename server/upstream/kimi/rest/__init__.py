@@ -1,0 +1,1 @@
+"""Kimi's REST + SSE protocol."""
