@@ -23,9 +23,9 @@ import requests
 
 from bench import loadgen
 from common.connect_frames import encode
-from server.connect_protocol import CHAT_PATH, chat_request
-from server.models import resolve_model
-from server.turn import ChatTarget, TurnRequest
+from server.upstream.kimi.connect.protocol import CHAT_PATH, chat_request
+from server.core.models import resolve_model
+from server.upstream.turn import ChatTarget, TurnRequest
 from tests.helpers import (Stack, child_env, cpu_seconds, free_port, read_json, rss_kb, spawn, stop, wait_until,
                            write_json)
 

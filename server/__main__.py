@@ -18,11 +18,11 @@ from common.cli import add_common_arguments, open_config
 from common.errors import ConfigError
 from common.store import ConfigStore
 from server import event_loop
-from server.app import make_app
-from server.accounts import AccountPool
-from server.base import MAX_HEADER_BYTES, MAX_URI_BYTES
+from server.edge.app import make_app
+from server.upstream.accounts import AccountPool
+from server.edge.base import MAX_HEADER_BYTES, MAX_URI_BYTES
 from server.prefork import run_children
-from server.readiness import warn_if_unusable
+from server.edge.readiness import warn_if_unusable
 from server.services import Services
 
 log = logging.getLogger("server")

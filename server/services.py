@@ -8,16 +8,16 @@ from dataclasses import dataclass
 
 from common.config import Config
 from common.store import ConfigStore
-from server.accounts import AccountPool
-from server.catalog_cache import ModelCatalogs
-from server.completion_service import CompletionService
-from server.connect_protocol import ConnectProtocol
-from server.conversations import Conversations
-from server.kimi_client import KimiClient, Timeouts
-from server.models import legacy_flags
-from server.rest_protocol import RestProtocol
-from server.safe_fetch import SafeFetcher
-from server.token_check import TokenCheckCache
+from server.upstream.accounts import AccountPool
+from server.upstream.catalog_cache import ModelCatalogs
+from server.upstream.completion_service import CompletionService
+from server.upstream.kimi.connect.protocol import ConnectProtocol
+from server.core.conversations import Conversations
+from server.upstream.kimi.client import KimiClient, Timeouts
+from server.core.models import legacy_flags
+from server.upstream.kimi.rest.protocol import RestProtocol
+from server.upstream.safe_fetch import SafeFetcher
+from server.edge.token_check import TokenCheckCache
 
 
 @dataclass(frozen=True)

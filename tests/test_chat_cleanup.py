@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from server import completion_service
-from server.completion_service import CompletionService
+from server.upstream import completion_service
+from server.upstream.completion_service import CompletionService
 from tests.helpers import Stack, wait_until
 
 

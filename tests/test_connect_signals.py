@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from common.connect_frames import END_STREAM, FrameParser, encode
-from server.citations import CitationFilter
+from server.upstream.kimi.connect.citations import CitationFilter
 from tests.helpers import Stack, wait_until
 from tests.kimi_emulator.connect_tools import OVERLOAD_REASON, SYSTEM_TEXT
 

@@ -206,7 +206,7 @@ def test_a_hand_edited_native_conversation_entry_is_a_503(stack):
 def test_a_turn_given_up_while_queued_never_leaves_its_conversation_locked():
     import asyncio
 
-    from server.conversation_lock import _acquire
+    from server.core.conversation_lock import _acquire
 
     async def scenario() -> None:
         lock = asyncio.Lock()

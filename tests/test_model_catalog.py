@@ -247,7 +247,7 @@ def test_the_fallback_table_stands_in_while_the_catalog_call_fails(tmp_path):
 
 
 def test_catalog_entries_become_stable_ids_and_bad_answers_are_refused():
-    from server.model_catalog import derive_id, parse_catalog
+    from server.core.model_catalog import derive_id, parse_catalog
     assert derive_id("k2d8", False, "", "", "SCENARIO_K2D8") == "kimi-k2.8"
     assert derive_id("k2d6-thinking", True, "", "", "SCENARIO_K2D5") == "kimi-k2.6-thinking"
     assert derive_id("k3-agent-ultra", True, "ok-computer", "TYPE_ULTRA", "SCENARIO_OK_COMPUTER") == \

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from server.safe_fetch import FetchRefused, SafeFetcher, public_address
+from server.upstream.safe_fetch import FetchRefused, SafeFetcher, public_address
 from tests.helpers import Stack
 
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n" + bytes(range(256))

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.resolver import CachingResolver
-from server.upstream_http import HttpClient, UnsendableRequest, _Connection, _request_bytes
+from server.upstream.resolver import CachingResolver
+from server.upstream.http import HttpClient, UnsendableRequest, _Connection, _request_bytes
 from tests.helpers import Stack, wait_until
 
 

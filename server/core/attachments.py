@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from server.errors import ApiError
-from server.safe_fetch import FetchFailed, FetchRefused, SafeFetcher
+from server.upstream.safe_fetch import FetchFailed, FetchRefused, SafeFetcher
 
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/avif", "image/svg+xml",
                "image/heic", "image/heif", "image/tiff"}

@@ -10,15 +10,15 @@ import orjson
 
 from common.config import Account
 from common.connect_frames import END_STREAM, FrameError, FrameParser, encode
-from server.connect_errors import connect_error, raise_end_stream, unary_error
-from server.connect_events import ChatEvents, ModelDegrades
+from server.upstream.kimi.connect.errors import connect_error, raise_end_stream, unary_error
+from server.upstream.kimi.connect.events import ChatEvents, ModelDegrades
 from server.errors import ApiError, UpstreamError, UpstreamStreamError
-from server.kimi_client import FLUSH, KimiClient, paced_chunks
-from server.kimi_files import file_block, upload_over_connect
-from server.turn import FLUSH_PIECE, ChatTarget, Piece, Protocol, Turn, TurnRequest
-from server.upstream_http import HttpResponse
-from server.catalog_cache import ModelCatalogs
-from server.model_catalog import FALLBACK, CatalogModel
+from server.upstream.kimi.client import FLUSH, KimiClient, paced_chunks
+from server.upstream.kimi.files import file_block, upload_over_connect
+from server.upstream.turn import FLUSH_PIECE, ChatTarget, Piece, Protocol, Turn, TurnRequest
+from server.upstream.http import HttpResponse
+from server.upstream.catalog_cache import ModelCatalogs
+from server.core.model_catalog import FALLBACK, CatalogModel
 
 CHAT_PATH = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
 DELETE_PATH = "/apiv2/kimi.chat.v1.ChatService/DeleteChat"   # note: no "gateway" (kimi-protocol.md §3.1)

@@ -16,7 +16,7 @@ class CachingResolver(tornado.netutil.Resolver):
 
     Tornado's default resolver sends each lookup through a thread pool; with a new upstream connection
     per call, at hundreds of streams a second, that hop cost more CPU than the answers themselves.
-    Kept-alive connections (server/upstream_http.py) now open far fewer, but bursts still open many.
+    Kept-alive connections (server/upstream/http.py) now open far fewer, but bursts still open many.
     """
 
     def initialize(self) -> None:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from common.errors import ConfigError
 from common.store import ConfigStore, StoreBusy
-from server.conversation_lock import TurnLocks
+from server.core.conversation_lock import TurnLocks
 from server.errors import ApiError
 
 log = logging.getLogger("server.conversations")

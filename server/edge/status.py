@@ -10,7 +10,7 @@ from common.redact import fingerprint
 from common.timestamps import iso_utc, token_expiry
 from refresher.decision import planned_refresh_at
 from server import __version__
-from server.base import ApiHandler
+from server.edge.base import ApiHandler
 
 
 class StatusHandler(ApiHandler):

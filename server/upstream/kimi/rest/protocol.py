@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 
 from common.config import Account
 from server.errors import ApiError, UpstreamStreamError
-from server.kimi_client import FLUSH, KimiClient, KimiStream
-from server.kimi_files import refs_file_entry, upload
-from server.kimi_request import completion_body, continuation_body
-from server.turn import FLUSH_PIECE, ChatTarget, Piece, Protocol, SourceLines, Turn, TurnRequest
+from server.upstream.kimi.client import FLUSH, KimiClient, KimiStream
+from server.upstream.kimi.files import refs_file_entry, upload
+from server.upstream.kimi.rest.request import completion_body, continuation_body
+from server.upstream.turn import FLUSH_PIECE, ChatTarget, Piece, Protocol, SourceLines, Turn, TurnRequest
 
 
 class RestProtocol(Protocol):

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from server import __version__
-from server.base import ApiHandler
+from server.edge.base import ApiHandler
 
 PAGE_PATH = os.path.join(os.path.dirname(__file__), "static", "home.html")
 PLACEHOLDER = re.compile(r"\{\{(version|base_url)\}\}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.models import K1_AGENT_ID, ModelChoice
+from server.core.models import K1_AGENT_ID, ModelChoice
 
 
 def completion_body(prompt: str, choice: ModelChoice, use_search: bool, refs: list[str] | None = None,

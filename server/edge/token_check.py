@@ -9,7 +9,7 @@ from collections import OrderedDict
 from common.account_state import awaiting_relogin
 from common.jwt_claims import strip_bearer, try_decode_claims
 from common.redact import fingerprint
-from server.base import ApiHandler
+from server.edge.base import ApiHandler
 from server.errors import ApiError, UpstreamAuthRejected, UpstreamError
 
 CACHE_SECONDS = 600

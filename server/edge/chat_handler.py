@@ -9,14 +9,14 @@ import tornado.iostream
 
 from server import openai_format
 from server.core.attachments import load
-from server.base import ApiHandler
+from server.edge.base import ApiHandler
 from server.errors import ApiError, UpstreamError
-from server.kimi_client import CHAT_ID
-from server.models import ModelChoice, resolve_model
+from server.upstream.kimi.client import CHAT_ID
+from server.core.models import ModelChoice, resolve_model
 from server.prompt import fold_messages, newest_user_text
 from server.schema import ChatRequest, parse_chat_request
-from server.turn import ChatTarget, Turn, TurnRequest
-from server.usage import usage
+from server.upstream.turn import ChatTarget, Turn, TurnRequest
+from server.core.usage import usage
 
 log = logging.getLogger("server.chat")
 

@@ -10,7 +10,7 @@ from common.account_state import awaiting_relogin
 from common.config import Account, Config
 from common.heartbeat import heartbeat_path, refresher_alive
 from common.timestamps import token_expiry
-from server.base import ApiHandler
+from server.edge.base import ApiHandler
 
 log = logging.getLogger("server")
 

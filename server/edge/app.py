@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import tornado.web
 
-from server.access_log import log_request
-from server.base import NotFoundHandler
-from server.chat_handler import ChatCompletionsHandler
-from server.handlers import HealthHandler, ModelsHandler
-from server.home import HomeHandler, HomePage
-from server.openapi import OpenApiHandler
-from server.readiness import ReadyHandler
+from server.edge.access_log import log_request
+from server.edge.base import NotFoundHandler
+from server.edge.chat_handler import ChatCompletionsHandler
+from server.edge.handlers import HealthHandler, ModelsHandler
+from server.edge.home import HomeHandler, HomePage
+from server.edge.openapi import OpenApiHandler
+from server.edge.readiness import ReadyHandler
 from server.services import Services
-from server.status import StatusHandler
-from server.token_check import TokenCheckHandler
+from server.edge.status import StatusHandler
+from server.edge.token_check import TokenCheckHandler
 
 
 def make_app(services: Services) -> tornado.web.Application:

@@ -11,9 +11,9 @@ import orjson
 
 from common.kimi_sse import SseParser
 from server.core.attachments import Blob
-from server.connect_errors import unary_error
+from server.upstream.kimi.connect.errors import unary_error
 from server.errors import ApiError, UpstreamError, UpstreamTimeout
-from server.kimi_client import KimiClient, json_or_none
+from server.upstream.kimi.client import KimiClient, json_or_none
 
 UPLOAD_PATH = "/apiv2-files/file/upload"
 PROGRESS_PATH = "/apiv2-files/kimi.gateway.file.v1.FileService/GetFileParseProgress"

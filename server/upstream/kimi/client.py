@@ -13,8 +13,8 @@ from common.kimi_headers import kimi_headers
 from common.kimi_sse import SseParser
 from server.errors import (UpstreamAuthRejected, UpstreamChatGone, UpstreamError, UpstreamRefused, UpstreamThrottled,
                            UpstreamTimeout)
-from server.resolver import CachingResolver
-from server.upstream_http import HttpClient, HttpResponse, Reply, UnsendableRequest
+from server.upstream.resolver import CachingResolver
+from server.upstream.http import HttpClient, HttpResponse, Reply, UnsendableRequest
 
 log = logging.getLogger("server.kimi")
 

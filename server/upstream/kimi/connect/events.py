@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from common.config import Account
 from common.timestamps import iso_utc
-from server.citations import CitationFilter
-from server.connect_errors import block_exception
-from server.turn import Piece, SourceLines
+from server.upstream.kimi.connect.citations import CitationFilter
+from server.upstream.kimi.connect.errors import block_exception
+from server.upstream.turn import Piece, SourceLines
 
 log = logging.getLogger("server.connect")
 

@@ -8,9 +8,9 @@ from collections import deque
 
 from common.config import Account
 from common.redact import fingerprint
-from server.accounts import AccountPool
+from server.upstream.accounts import AccountPool
 from server.errors import ApiError, UpstreamAuthRejected, UpstreamError
-from server.turn import ChatTarget, Turn, TurnRequest
+from server.upstream.turn import ChatTarget, Turn, TurnRequest
 
 log = logging.getLogger("server.completion")
 

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from server.errors import ApiError
-from server.model_catalog import Catalog, kimi_effort
+from server.core.model_catalog import Catalog, kimi_effort
 
 K1_AGENT_ID = "crm40ee9e5jvhsn7ptcg"     # Kimi's agent id for the K1 thinking model
 AGENT_ID = re.compile(r"^[0-9a-z]{20}$")  # anchored: a kimi+ agent id is exactly this

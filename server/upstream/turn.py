@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from common.config import Account
 from server.core.attachments import Blob
 from server.errors import UpstreamError
-from server.models import ModelChoice
+from server.core.models import ModelChoice
 
 log = logging.getLogger("server.turn")
 
