@@ -1,6 +1,15 @@
-"""Errors the API answers with, in OpenAI's envelope, and the upstream faults they come from."""
+"""Errors the API answers with, in OpenAI's envelope (interim bridge from neutral failures)."""
 
 from __future__ import annotations
+
+from server.core.errors import Failure
+
+_STATUS = {"bad_request": 400, "auth": 401, "not_found": 404, "method_not_allowed": 405, "conflict": 409,
+           "too_large": 413, "rate_limited": 429, "quota": 429, "upstream_failed": 502, "timeout": 504,
+           "overloaded": 503, "unavailable": 503, "internal": 500}
+_TYPE = {"rate_limited": "rate_limit_exceeded", "quota": "insufficient_quota", "upstream_failed": "upstream_error",
+         "timeout": "upstream_error", "overloaded": "server_error", "unavailable": "server_error",
+         "internal": "server_error"}
 
 
 class ApiError(Exception):
@@ -12,6 +21,13 @@ class ApiError(Exception):
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = headers or {}
 
+    @classmethod
+    def from_failure(cls, failure: Failure) -> ApiError:
+        headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else None
+        return cls(failure.status or _STATUS[failure.kind], failure.message,
+                   type=_TYPE.get(failure.kind, "invalid_request_error"), param=failure.field, code=failure.code,
+                   headers=headers)
+
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
@@ -19,75 +35,3 @@ class ApiError(Exception):
 def invalid(message: str, param: str | None) -> ApiError:
     """A 400 for a request that breaks the schema; `param` names the field."""
     return ApiError(400, message, param=param, code="invalid_request_error" if param is None else "invalid_value")
-
-
-class UpstreamError(Exception):
-    """Kimi did not give us an answer. `retryable`: another attempt (account) may succeed."""
-
-    retryable = True
-
-    def to_api_error(self) -> ApiError:
-        return ApiError(502, f"Kimi upstream error: {self}", type="upstream_error", code="upstream_error")
-
-
-class UpstreamAuthRejected(UpstreamError):
-    """Kimi refused our access token (401 / auth.token.invalid): our problem, not the caller's key."""
-
-    def to_api_error(self) -> ApiError:
-        return ApiError(502, "Kimi rejected the access token of every account tried; the refresher has been "
-                        "asked to renew it", type="upstream_error", code="upstream_auth_failed")
-
-
-class UpstreamThrottled(UpstreamError):
-    """Kimi asked us to slow down."""
-
-    def __init__(self, message: str, retry_after: int = 30) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-    def to_api_error(self) -> ApiError:
-        return ApiError(429, f"Kimi is throttling requests: {self}", type="rate_limit_exceeded",
-                        code="rate_limit_exceeded", headers={"Retry-After": str(self.retry_after)})
-
-
-class UpstreamTimeout(UpstreamError):
-    """Kimi did not answer (or went silent) within the configured timeouts."""
-
-    def to_api_error(self) -> ApiError:
-        return ApiError(504, f"Kimi did not answer in time: {self}", type="upstream_error", code="upstream_timeout")
-
-
-class UpstreamRefused(UpstreamError):
-    """Kimi refused the request itself (a 4xx other than auth): another account would not help."""
-
-    retryable = False
-
-
-class UpstreamStreamError(UpstreamError):
-    """Kimi sent an `error` event inside the stream, or the stream broke off."""
-
-    retryable = False
-
-
-class UpstreamChatGone(UpstreamRefused):
-    """The Kimi chat a conversation points at no longer exists."""
-
-    def to_api_error(self) -> ApiError:
-        return ApiError(404, "This conversation no longer exists on Kimi; start a new one.",
-                        param="conversation_id", code="conversation_not_found")
-
-
-class UpstreamOverloaded(UpstreamError):
-    """Kimi said the model is overloaded (Connect block exception): try again shortly."""
-
-    def to_api_error(self) -> ApiError:
-        return ApiError(503, "Kimi's model is overloaded right now; try again shortly.", type="server_error",
-                        code="upstream_overloaded", headers={"Retry-After": "10"})
-
-
-class UpstreamPaywall(UpstreamRefused):
-    """Kimi wants a paid plan for this (resource_exhausted with a paywall)."""
-
-    def to_api_error(self) -> ApiError:
-        return ApiError(429, "Kimi requires a paid plan (or more quota) on this account for this request.",
-                        type="insufficient_quota", code="upstream_paywall")

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from server.errors import ApiError
+from server.core.errors import BAD_REQUEST, Failure
 from server.upstream.safe_fetch import FetchFailed, FetchRefused, SafeFetcher
 
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/avif", "image/svg+xml",
@@ -58,29 +58,29 @@ async def load(attachment: Attachment, fetcher: SafeFetcher, max_bytes: int) -> 
         try:
             fetched = await fetcher.fetch(source)
         except FetchRefused as exc:
-            raise ApiError(400, f"Refused to fetch the URL in '{attachment.param}': {exc}.",
-                           param=attachment.param, code="url_refused") from None
+            raise Failure(BAD_REQUEST, f"Refused to fetch the URL in '{attachment.param}': {exc}.",
+                           field=attachment.param, code="url_refused") from None
         except FetchFailed as exc:
-            raise ApiError(400, f"Could not fetch the URL in '{attachment.param}': {exc}.",
-                           param=attachment.param, code="url_unreachable") from None
+            raise Failure(BAD_REQUEST, f"Could not fetch the URL in '{attachment.param}': {exc}.",
+                           field=attachment.param, code="url_unreachable") from None
         declared, data = fetched.content_type, fetched.data
         name_hint = os.path.basename(unquote(urlsplit(fetched.url).path))
     else:
         declared, data = "", _b64(source, attachment.param)
         name_hint = ""
     if len(data) > max_bytes:
-        raise ApiError(400, f"The file in '{attachment.param}' is {len(data)} bytes; the limit is {max_bytes}.",
-                       param=attachment.param, code="file_too_large")
+        raise Failure(BAD_REQUEST, f"The file in '{attachment.param}' is {len(data)} bytes; the limit is {max_bytes}.",
+                       field=attachment.param, code="file_too_large")
     if not data:
-        raise ApiError(400, f"The file in '{attachment.param}' is empty.", param=attachment.param,
+        raise Failure(BAD_REQUEST, f"The file in '{attachment.param}' is empty.", field=attachment.param,
                        code="invalid_value")
     name = attachment.filename or name_hint
     content_type = _content_type(declared, name, data)
     allowed = IMAGE_TYPES if attachment.kind == "image" else IMAGE_TYPES | DOCUMENT_TYPES
     if content_type not in allowed:
         what = "an image" if attachment.kind == "image" else "a supported file"
-        raise ApiError(400, f"'{attachment.param}' is {content_type or 'of an unknown type'}, not {what}.",
-                       param=attachment.param, code="unsupported_file_type")
+        raise Failure(BAD_REQUEST, f"'{attachment.param}' is {content_type or 'of an unknown type'}, not {what}.",
+                       field=attachment.param, code="unsupported_file_type")
     kind = "image" if content_type in IMAGE_TYPES else "file"
     if not name:
         name = ("image" if kind == "image" else "file") + (mimetypes.guess_extension(content_type) or "")
@@ -90,7 +90,7 @@ async def load(attachment: Attachment, fetcher: SafeFetcher, max_bytes: int) -> 
 def _decode_data_url(url: str, param: str) -> tuple[str, bytes]:
     match = _DATA_URL.match(url)
     if match is None:
-        raise ApiError(400, f"'{param}' is not a valid data: URL.", param=param, code="invalid_value")
+        raise Failure(BAD_REQUEST, f"'{param}' is not a valid data: URL.", field=param, code="invalid_value")
     if match["b64"]:
         return match["type"].lower(), _b64(match["data"], param)
     return match["type"].lower(), unquote(match["data"]).encode()
@@ -100,7 +100,7 @@ def _b64(text: str, param: str) -> bytes:
     try:
         return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise ApiError(400, f"'{param}' is not valid base64.", param=param, code="invalid_base64") from None
+        raise Failure(BAD_REQUEST, f"'{param}' is not valid base64.", field=param, code="invalid_base64") from None
 
 
 def _content_type(declared: str, name: str, data: bytes) -> str:

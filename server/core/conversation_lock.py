@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
-from server.errors import ApiError
+from server.core.errors import CONFLICT, UNAVAILABLE, Failure
 
 log = logging.getLogger("server.conversations")
 
@@ -20,15 +20,15 @@ log = logging.getLogger("server.conversations")
 # non-event (and sharing would only make them take turns together, never break either).
 SLOTS = 1 << 40
 POLL_FIRST, POLL_MAX = 0.005, 0.1   # seconds between tries for a lock another process holds
-RETRY_AFTER = "5"
+RETRY_AFTER = 5
 
 
-def busy(key: str, waited: float) -> ApiError:
+def busy(key: str, waited: float) -> Failure:
     """The 409 for a turn that did not get its conversation within the wait."""
     name = key.partition(":")[2] or key   # the caller's id, without the kind of conversation
-    return ApiError(409, f"Conversation '{name}' is busy: another turn of it has been running for over {waited:g} s "
+    return Failure(CONFLICT, f"Conversation '{name}' is busy: another turn of it has been running for over {waited:g} s "
                     "(one turn at a time per conversation). Retry when it has finished.",
-                    code="conversation_busy", headers={"Retry-After": RETRY_AFTER})
+                    code="conversation_busy", retry_after=RETRY_AFTER)
 
 
 class _Queue:
@@ -139,7 +139,7 @@ def _abandon(lock: asyncio.Lock, attempt: asyncio.Future) -> None:
     attempt.add_done_callback(lambda done: lock.release() if not done.cancelled() and done.result() else None)
 
 
-def _unavailable(path: str, exc: OSError) -> ApiError:
+def _unavailable(path: str, exc: OSError) -> Failure:
     log.error("conversations are unavailable: the lock file %s: %s", path, exc.strerror)
-    return ApiError(503, "Conversations are unavailable right now: their lock file cannot be used (see the server "
-                    "log).", type="server_error", code="conversations_unavailable")
+    return Failure(UNAVAILABLE, "Conversations are unavailable right now: their lock file cannot be used (see the server "
+                    "log).", code="conversations_unavailable")

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from common.errors import ConfigError
 from common.store import ConfigStore, StoreBusy
 from server.core.conversation_lock import TurnLocks
-from server.errors import ApiError
+from server.core.errors import UNAVAILABLE, Failure
 
 log = logging.getLogger("server.conversations")
 
@@ -77,15 +77,15 @@ class Conversations:
 
     async def _run(self, function, *args):
         if self.problem:
-            raise ApiError(503, f"Conversations are unavailable: {self.problem}.", type="server_error",
+            raise Failure(UNAVAILABLE, f"Conversations are unavailable: {self.problem}.",
                            code="conversations_unavailable")
         try:
             # The store takes a file lock and fsyncs: keep that off the event loop.
             return await asyncio.get_running_loop().run_in_executor(None, function, *args)
         except (ConfigError, StoreBusy, OSError) as exc:
             log.error("conversations file: %s", exc)
-            raise ApiError(503, "Conversations are unavailable right now: the conversations file cannot be read "
-                           "or written (see the server log).", type="server_error",
+            raise Failure(UNAVAILABLE, "Conversations are unavailable right now: the conversations file cannot be read "
+                           "or written (see the server log).",
                            code="conversations_unavailable") from None
 
     def _doc(self) -> dict:
@@ -111,9 +111,8 @@ class Conversations:
             return entry
         log.error("%s: the %s entry %r cannot be used: %s", self.path, section, key, problem)
         what = "conversation_id" if section == "chats" else "conversation"
-        raise ApiError(503, f"The {what} '{key}' cannot be used: in {os.path.basename(self.path)} (\"{section}\") "
-                       f"{problem}. Fix or remove that entry; other conversations still work.",
-                       type="server_error", code="conversations_unavailable")
+        raise Failure(UNAVAILABLE, f"The {what} '{key}' cannot be used: in {os.path.basename(self.path)} (\"{section}\") "
+                       f"{problem}. Fix or remove that entry; other conversations still work.", code="conversations_unavailable")
 
     async def chat(self, chat_id: str) -> dict | None:
         """{"chat_id", "account", "protocol", "parent_id"?} for a Kimi chat we made, or None."""

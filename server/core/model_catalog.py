@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from server.errors import invalid
+from server.core.errors import bad_request
 
 # Kimi's effort levels, weakest first (§5(a): NONE/LOW/HIGH/MAX).
 EFFORTS = ("REASONING_EFFORT_NONE", "REASONING_EFFORT_LOW", "REASONING_EFFORT_HIGH", "REASONING_EFFORT_MAX")
@@ -152,7 +152,7 @@ def kimi_effort(value: str | None) -> str:
     text = value.strip().lower()
     level = OPENAI_EFFORTS.get(text.removeprefix("reasoning_effort_"))
     if level is None:
-        raise invalid(f"Invalid value for 'reasoning_effort': '{value}'. Use one of {', '.join(OPENAI_EFFORTS)}.",
+        raise bad_request(f"Invalid value for 'reasoning_effort': '{value}'. Use one of {', '.join(OPENAI_EFFORTS)}.",
                       "reasoning_effort")
     return level
 

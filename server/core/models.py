@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from server.errors import ApiError
+from server.core.errors import NOT_FOUND, Failure
 from server.core.model_catalog import Catalog, kimi_effort
 
 K1_AGENT_ID = "crm40ee9e5jvhsn7ptcg"     # Kimi's agent id for the K1 thinking model
@@ -44,9 +44,9 @@ def resolve_model(name: str, catalog: Catalog | None = None, reasoning_effort: s
         return ModelChoice(name, thinking=model.thinking, catalog_id=model.id, effort=effort)
     if flags is None:
         valid = ", ".join((catalog.ids() if catalog is not None else []) + list(CANONICAL) + list(ALIASES))
-        raise ApiError(404, f"The model '{name}' does not exist. Valid models: {valid}; flags combine "
+        raise Failure(NOT_FOUND, f"The model '{name}' does not exist. Valid models: {valid}; flags combine "
                        f"(kimi-search-silent, kimi-k1-search, ...); a 20-character kimi+ agent id also works.",
-                       param="model", code="model_not_found")
+                       field="model", code="model_not_found")
     return ModelChoice(name, search="search" in flags or "silent" in flags, research="research" in flags,
                        thinking=bool(flags & {"k1", "thinking"}), math="math" in flags, silent="silent" in flags,
                        effort=effort)

@@ -10,7 +10,8 @@ import tornado.iostream
 from server import openai_format
 from server.core.attachments import load
 from server.edge.base import ApiHandler
-from server.errors import ApiError, UpstreamError
+from server.errors import ApiError
+from server.upstream.errors import UpstreamError
 from server.upstream.kimi.client import CHAT_ID
 from server.core.models import ModelChoice, resolve_model
 from server.prompt import fold_messages, newest_user_text

@@ -10,7 +10,8 @@ from common.account_state import awaiting_relogin
 from common.jwt_claims import strip_bearer, try_decode_claims
 from common.redact import fingerprint
 from server.edge.base import ApiHandler
-from server.errors import ApiError, UpstreamAuthRejected, UpstreamError
+from server.errors import ApiError
+from server.upstream.errors import UpstreamAuthRejected, UpstreamError
 
 CACHE_SECONDS = 600
 CACHE_SIZE = 1024

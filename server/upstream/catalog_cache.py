@@ -12,7 +12,7 @@ import orjson
 
 from common.config import Account
 from server.upstream.accounts import AccountPool
-from server.errors import UpstreamError
+from server.upstream.errors import UpstreamError
 from server.upstream.kimi.client import KimiClient, json_or_none
 from server.core.model_catalog import FALLBACK, Catalog, CatalogModel, parse_catalog
 

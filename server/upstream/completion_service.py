@@ -9,7 +9,8 @@ from collections import deque
 from common.config import Account
 from common.redact import fingerprint
 from server.upstream.accounts import AccountPool
-from server.errors import ApiError, UpstreamAuthRejected, UpstreamError
+from server.core.errors import UNAVAILABLE, Failure
+from server.upstream.errors import UpstreamAuthRejected, UpstreamError
 from server.upstream.turn import ChatTarget, Turn, TurnRequest
 
 log = logging.getLogger("server.completion")
@@ -37,7 +38,7 @@ class CompletionService:
         return self.protocols[target.protocol or self.pool.protocol_of(account)]
 
     async def open(self, target: ChatTarget, request: TurnRequest) -> Turn:
-        """Start the answer, failing over between accounts; raise ApiError if none works."""
+        """Start the answer, failing over between accounts; raise a Failure if none works."""
         tried: set[str] = set()
         last_error: UpstreamError | None = None
         waited = False
@@ -64,10 +65,10 @@ class CompletionService:
                 if not exc.retryable:
                     break
         if last_error is not None:
-            raise last_error.to_api_error()
-        raise ApiError(503, "No Kimi account is usable right now: every account needs a new login or a token "
-                       "refresh. Check the refresher's log.", type="server_error", code="no_available_account",
-                       headers={"Retry-After": "30"})
+            raise last_error.to_failure()
+        raise Failure(UNAVAILABLE, "No Kimi account is usable right now: every account needs a new login or a token "
+                       "refresh. Check the refresher's log.", code="no_available_account",
+                       retry_after=30)
 
     async def broke(self, turn: Turn, error: UpstreamError) -> None:
         """An answer failed after it started: a token Kimi refused mid-answer goes to the refresher too."""

@@ -1,4 +1,4 @@
-"""What every upstream protocol shares: the request for one turn, where it goes, and the answer's pieces."""
+"""What every upstream protocol shares: the request for one turn, where it goes, and the open answer."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from common.config import Account
 from server.core.attachments import Blob
-from server.errors import UpstreamError
+from server.core.events import Event
+from server.upstream.errors import UpstreamError
 from server.core.models import ModelChoice
 
 log = logging.getLogger("server.turn")
@@ -36,17 +37,6 @@ class TurnRequest:
     blobs: list[Blob] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Piece:
-    """One translated upstream event: kind is content, reasoning, keepalive, finish, or flush (send what you have)."""
-
-    kind: str
-    text: str = ""
-
-
-FLUSH_PIECE = Piece("flush")
-
-
 class Turn:
     """One open answer from Kimi. Protocols subclass it."""
 
@@ -57,7 +47,10 @@ class Turn:
         self.parent_id: str | None = None   # the assistant message id, for the next turn (Connect)
         self.complete = False   # the whole answer is in: closing may let the upstream body end on its own
 
-    def pieces(self, render_search: bool) -> AsyncIterator[Piece]:
+    def events(self) -> AsyncIterator[list[Event]]:
+        """The answer as batches of events, one per upstream read; an empty batch after a keepalive's silence.
+
+        Raises UpstreamError when the answer breaks off."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -81,25 +74,3 @@ class Protocol:
             await self.delete_chat(account, chat_id)
         except UpstreamError as exc:
             log.info("could not delete %s chat %s of account %r: %s", self.name, chat_id, account.name, exc)
-
-
-class SourceLines:
-    """Search results as readable, numbered Markdown lines, the same for every protocol and mode."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._separated = False
-
-    def line(self, title: str, url: str, site: str) -> str:
-        self.count += 1
-        title = (title or url or "source").replace("]", ")").replace("[", "(")
-        site = f" ({site})" if site else ""
-        text = f"{self.count}. [{title}]({url}){site}\n" if url else f"{self.count}. {title}{site}\n"
-        return ("Sources:\n" if self.count == 1 else "") + text
-
-    def separator(self) -> str:
-        """A blank line between the sources and the first answer text ('' when there were none)."""
-        if self.count and not self._separated:
-            self._separated = True
-            return "\n"
-        return ""

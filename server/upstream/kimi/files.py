@@ -12,7 +12,8 @@ import orjson
 from common.kimi_sse import SseParser
 from server.core.attachments import Blob
 from server.upstream.kimi.connect.errors import unary_error
-from server.errors import ApiError, UpstreamError, UpstreamTimeout
+from server.core.errors import BAD_REQUEST, Failure
+from server.upstream.errors import UpstreamError, UpstreamTimeout
 from server.upstream.kimi.client import KimiClient, json_or_none
 
 UPLOAD_PATH = "/apiv2-files/file/upload"
@@ -85,7 +86,7 @@ async def _wait_parsed(kimi: KimiClient, access_token: str, record: dict, name: 
                 if status == "parsed":
                     return {**record, **info, "status": "parsed"}
                 if status == "failed":
-                    raise ApiError(400, f"Kimi could not read the file {name!r}: "
+                    raise Failure(BAD_REQUEST, f"Kimi could not read the file {name!r}: "
                                    f"{info.get('failed_reason') or 'parsing failed'}.", code="file_unreadable")
     finally:
         response.close()
@@ -140,7 +141,7 @@ async def _wait_processed(kimi: KimiClient, access_token: str, file_id: str, nam
             return
         if status == "PROCESS_STATUS_FAILED":
             reason = mine.get("failReason") or mine.get("fail_reason") or "processing failed"
-            raise ApiError(400, f"Kimi could not read the file {name!r}: {reason}.", code="file_unreadable")
+            raise Failure(BAD_REQUEST, f"Kimi could not read the file {name!r}: {reason}.", code="file_unreadable")
         if time.monotonic() + pause > deadline:
             raise UpstreamTimeout(f"Kimi took longer than {timeout:g}s to read {name!r}")
         await asyncio.sleep(pause)   # Kimi is still processing: ask again shortly, as the web app does

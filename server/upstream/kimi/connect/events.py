@@ -1,4 +1,4 @@
-"""One Chat stream's events as answer pieces: text, reasoning, sources; sandbox tools, notices and system
+"""One Chat stream's events as answer events: text, reasoning, sources; sandbox tools, notices and system
 messages kept out of the answer (kimi-protocol.md §3.5-3.7, kimi-protocol-2026-12.md §1.6, §3.4)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from common.config import Account
 from common.timestamps import iso_utc
 from server.upstream.kimi.connect.citations import CitationFilter
 from server.upstream.kimi.connect.errors import block_exception
-from server.upstream.turn import Piece, SourceLines
+from server.core.events import Event, ReasoningDelta, Source, TextDelta
 
 log = logging.getLogger("server.connect")
 
@@ -58,15 +58,15 @@ class ChatEvents:
     def __init__(self, account: Account, show_sources: bool, degrades: ModelDegrades) -> None:
         self.account, self.show_sources, self.degrades = account, show_sources, degrades
         self.produced = False
-        self.sources = SourceLines()
+        self.sources = 0   # search results shown so far: citation [n] numbers count them
         self._refs: dict[str, int] = {}
         self._citations = CitationFilter(self._refs.get)
         self._tools: dict[str, ToolRun] = {}
         self._system_ids: set[str] = set()
         self._degraded = False
 
-    def feed(self, event: dict) -> list[Piece]:
-        """The pieces one event contributes (most contribute none)."""
+    def feed(self, event: dict) -> list[Event]:
+        """The events one frame contributes (most contribute none)."""
         self._notice(event.get("notification"))
         message = event.get("message")
         if isinstance(message, dict) and message.get("role") == "system":
@@ -83,29 +83,25 @@ class ChatEvents:
         think = _content(block, "think")
         if masks & {"block.think", "block.think.content"} and think:
             self.produced = True
-            return [Piece("reasoning", think)]
+            return [ReasoningDelta(think)]
         if isinstance(block.get("exception"), dict):
             raise block_exception(block["exception"])
         if isinstance(block.get("tool"), dict):
             return self._tool(str(block.get("id") or ""), block["tool"], event.get("op"), masks)
         return []
 
-    def end(self) -> list[Piece]:
+    def end(self) -> list[Event]:
         """The stream ended well: a marker left open was plain text."""
         rest = self._citations.flush()
-        return [Piece("content", rest)] if rest else []
+        return [TextDelta(rest)] if rest else []
 
-    def _text(self, text: str) -> list[Piece]:
-        """Answer text, citation markers rewritten, after a blank line that ends the sources."""
-        pieces = []
+    def _text(self, text: str) -> list[Event]:
+        """Answer text, citation markers rewritten."""
         text = self._citations.feed(text)
         if not text:
-            return pieces
-        if gap := self.sources.separator():
-            pieces.append(Piece("content", gap))
+            return []
         self.produced = True
-        pieces.append(Piece("content", text))
-        return pieces
+        return [TextDelta(text)]
 
     def _notice(self, notification: object) -> None:
         """A `notification` frame: TYPE_MODEL_DEGRADE is counted once per turn; none is answer text."""
@@ -121,7 +117,7 @@ class ChatEvents:
             size = sum(len(_content(b, "text")) for b in blocks if isinstance(b, dict))
             log.debug("account %r: Kimi sent a system message (%d characters), not shown", self.account.name, size)
 
-    def _tool(self, block_id: str, tool: dict, op: object, masks: set[str]) -> list[Piece]:
+    def _tool(self, block_id: str, tool: dict, op: object, masks: set[str]) -> list[Event]:
         """Sandbox tool frames never reach the answer: search results may become sources, the rest is logged."""
         run = self._tools.setdefault(block_id, ToolRun())
         run.name = str(tool.get("name") or run.name)
@@ -130,33 +126,33 @@ class ChatEvents:
         args = tool.get("args")
         if isinstance(args, str):
             run.args = run.args + args if op == "append" and "block.tool.args" in masks else args
-        pieces = []
+        found = []
         contents = tool.get("contents")
         if isinstance(contents, list):
             # A set repeats the whole list (only its new tail is new); an append brings new items only.
-            pieces = self._results(run, contents if op == "append" else contents[run.results:])
+            found = self._results(run, contents if op == "append" else contents[run.results:])
         if run.status == "STATUS_DONE" and not run.logged:
             run.logged = True
             log.debug("account %r: Kimi ran its %s tool %s (args %r): %d result(s)", self.account.name,
                       run.name or run.call_id.split(":")[0] or "unnamed", run.call_id or "?",
                       run.args[:ARGS_LOGGED], run.results)
-        return pieces
+        return found
 
-    def _results(self, run: ToolRun, contents: list) -> list[Piece]:
+    def _results(self, run: ToolRun, contents: list) -> list[Event]:
         """A tool's search results as source lines (when shown), each numbered for its citations."""
-        pieces = []
+        found = []
         for content in contents:
             index, run.results = run.results, run.results + 1
             result = content.get("searchResult") if isinstance(content, dict) else None
             base = result.get("base") if isinstance(result, dict) else None
             if not isinstance(base, dict) or not self.show_sources:
                 continue
-            pieces.append(Piece("content", self.sources.line(str(base.get("title") or ""), str(base.get("url") or ""),
-                                                             str(base.get("siteName") or ""))))
+            self.sources += 1
+            found.append(Source(str(base.get("title") or ""), str(base.get("url") or ""), str(base.get("siteName") or "")))
             ref = result.get("refIndex") or content.get("refIndex") or (f"{run.call_id}#{index}" if run.call_id else "")
             if isinstance(ref, str) and ref:
-                self._refs.setdefault(ref, self.sources.count)
-        return pieces
+                self._refs.setdefault(ref, self.sources)
+        return found
 
 
 def _content(block: dict, kind: str) -> str:

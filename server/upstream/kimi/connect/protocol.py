@@ -12,10 +12,12 @@ from common.config import Account
 from common.connect_frames import END_STREAM, FrameError, FrameParser, encode
 from server.upstream.kimi.connect.errors import connect_error, raise_end_stream, unary_error
 from server.upstream.kimi.connect.events import ChatEvents, ModelDegrades
-from server.errors import ApiError, UpstreamError, UpstreamStreamError
+from server.core.errors import BAD_REQUEST, Failure
+from server.upstream.errors import UpstreamError, UpstreamStreamError
 from server.upstream.kimi.client import FLUSH, KimiClient, paced_chunks
 from server.upstream.kimi.files import file_block, upload_over_connect
-from server.upstream.turn import FLUSH_PIECE, ChatTarget, Piece, Protocol, Turn, TurnRequest
+from server.core.events import Event, Finish, ReasoningDelta, TextDelta
+from server.upstream.turn import ChatTarget, Protocol, Turn, TurnRequest
 from server.upstream.http import HttpResponse
 from server.upstream.catalog_cache import ModelCatalogs
 from server.core.model_catalog import FALLBACK, CatalogModel
@@ -84,10 +86,10 @@ def _refuse_unsupported(request: TurnRequest) -> None:
     if choice.math:
         missing.append("math mode")
     if missing:
-        raise ApiError(400, f"{', '.join(missing).capitalize()} are served over Kimi's REST protocol only; this "
+        raise Failure(BAD_REQUEST, f"{', '.join(missing).capitalize()} are served over Kimi's REST protocol only; this "
                        "account uses Connect. Where Kimi still serves REST, set the account's (or upstream's) "
                        "\"protocol\" to \"rest\".",
-                       param="model", code="unsupported_over_connect")
+                       field="model", code="unsupported_over_connect")
 
 
 def chat_request(request: TurnRequest, target: ChatTarget, model: CatalogModel | None = None) -> dict:
@@ -128,9 +130,9 @@ class ConnectTurn(Turn):
         super().__init__(account, target.chat_id or "", target.keep)
         self._response, self._keepalive, self._idle, self._events = response, keepalive, idle, events
         self._parser = FrameParser()
-        self._early: list[Piece] = []
+        self._early: list[list[Event]] = []
         self._seen: set[bytes] = set()
-        self._pieces = self._translate()
+        self._batches = self._translate()
 
     def close(self) -> None:
         if self.complete:
@@ -139,44 +141,47 @@ class ConnectTurn(Turn):
             self._response.close()
 
     async def peek(self) -> None:
-        """Hold pieces until the chat is named and the answer (or its end) begins, or for a keepalive's time."""
+        """Hold batches until the chat is named and the answer (or its end) begins, or for a keepalive's time."""
         deadline = time.monotonic() + self._keepalive
-        async for piece in self._pieces:
-            self._early.append(piece)
+        async for batch in self._batches:
+            self._early.append(batch)
             if not self.chat_id:
                 continue
-            if piece.kind in ("content", "reasoning", "finish", "keepalive") or time.monotonic() >= deadline:
+            if not batch or time.monotonic() >= deadline or any(
+                    isinstance(e, (TextDelta, ReasoningDelta, Finish)) for e in batch):
                 return
 
-    async def pieces(self, render_search: bool) -> AsyncIterator[Piece]:
-        """The answer; whether sources show was settled at start from the same request (not silent, searching)."""
+    async def events(self) -> AsyncIterator[list[Event]]:
+        """The answer; whether sources show was settled at start from the same request (searching)."""
         early, self._early = self._early, []
-        for piece in early:
-            yield piece
-        async for piece in self._pieces:
-            yield piece
+        for batch in early:
+            yield batch
+        async for batch in self._batches:
+            yield batch
 
-    async def _translate(self) -> AsyncIterator[Piece]:
-        """Frames to pieces: turn state (chat id, answer id) here, the answer's content by ChatEvents."""
-        events = self._events
+    async def _translate(self) -> AsyncIterator[list[Event]]:
+        """Frames to batches: turn state (chat id, answer id) here, the answer's content by ChatEvents."""
+        events, batch = self._events, []
         async for item in self._frames():
             if item is None:
-                yield Piece("keepalive")
+                yield []
                 continue
             if item is FLUSH:
-                yield FLUSH_PIECE
+                if batch:
+                    yield batch
+                    batch = []
                 continue
             flags, message = item
             if flags & END_STREAM:
                 raise_end_stream(message)
                 if not self.chat_id:
                     raise UpstreamStreamError("Kimi ended the Chat stream before it began")
-                for piece in events.end():
-                    yield piece
+                batch.extend(events.end())
                 if not events.produced:
                     raise UpstreamStreamError("Kimi returned an empty answer")
                 self.complete = True
-                yield Piece("finish", "stop")
+                batch.append(Finish("stop"))
+                yield batch
                 return
             if isinstance(message.get("error"), dict):
                 raise connect_error(message["error"])
@@ -186,8 +191,7 @@ class ConnectTurn(Turn):
             assistant = message.get("message")
             if isinstance(assistant, dict) and assistant.get("role") == "assistant" and assistant.get("id"):
                 self.parent_id = assistant["id"]
-            for piece in events.feed(message):
-                yield piece
+            batch.extend(events.feed(message))
         raise UpstreamError("Kimi's Chat stream ended without its end-of-stream frame")
 
     async def _frames(self) -> AsyncIterator[tuple[int, dict] | dict | None]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from common.config import Account
-from server.errors import ApiError, UpstreamStreamError
+from server.core.errors import RATE_LIMITED, Failure
+from server.upstream.errors import UpstreamStreamError
 from server.upstream.kimi.client import FLUSH, KimiClient, KimiStream
 from server.upstream.kimi.files import refs_file_entry, upload
 from server.upstream.kimi.rest.request import completion_body, continuation_body
-from server.upstream.turn import FLUSH_PIECE, ChatTarget, Piece, Protocol, SourceLines, Turn, TurnRequest
+from server.core.events import Event, Finish, ReasoningDelta, Source, TextDelta
+from server.upstream.turn import ChatTarget, Protocol, Turn, TurnRequest
 
 
 class RestProtocol(Protocol):
@@ -45,9 +47,9 @@ class RestProtocol(Protocol):
         exhausted = (isinstance(remain, int) and remain <= 0) or (
             isinstance(total, int) and isinstance(used, int) and used >= total)
         if exhausted:
-            raise ApiError(429, f"Kimi's research mode quota is used up for now ({used} of {total} used). "
-                           "Use another model or try again later.", type="rate_limit_exceeded",
-                           code="research_quota_exhausted", headers={"Retry-After": "3600"})
+            raise Failure(RATE_LIMITED, f"Kimi's research mode quota is used up for now ({used} of {total} used). "
+                           "Use another model or try again later.",
+                           code="research_quota_exhausted", retry_after=3600)
 
     async def delete_chat(self, account: Account, chat_id: str) -> None:
         await self.kimi.delete_chat(account.access_token, chat_id)
@@ -69,33 +71,33 @@ class RestTurn(Turn):
         else:
             self._stream.close()
 
-    async def pieces(self, render_search: bool) -> AsyncIterator[Piece]:
-        """The answer, continued past `length` caps; keepalives during silence; raise UpstreamError."""
-        produced, continuations, sources = False, 0, SourceLines()
+    async def events(self) -> AsyncIterator[list[Event]]:
+        """The answer, continued past `length` caps; an empty batch during silence; raise UpstreamError."""
+        produced, continuations, batch = False, 0, []
         while True:
             segment_id, outcome = None, None
             async for event in self._stream.events(self._owner.keepalive):
                 if event is None:
-                    yield Piece("keepalive")
+                    yield []
                     continue
                 if event is FLUSH:
-                    yield FLUSH_PIECE
+                    if batch:
+                        yield batch
+                        batch = []
                     continue
                 kind, text = event.get("event"), event.get("text")
                 if kind == "req" and isinstance(event.get("id"), str):
                     segment_id = event["id"]
                 elif kind == "cmpl" and isinstance(text, str) and text:
-                    if gap := sources.separator():
-                        yield Piece("content", gap)
                     produced = True
-                    yield Piece("content", text)
+                    batch.append(TextDelta(text))
                 elif kind == "k1" and isinstance(text, str) and text:
                     produced = True
-                    yield Piece("reasoning", text)
-                elif kind == "search_plus" and render_search and _is_result(event):
+                    batch.append(ReasoningDelta(text))
+                elif kind == "search_plus" and _is_result(event):
                     msg = event["msg"]
-                    yield Piece("content", sources.line(str(msg.get("title") or ""), str(msg.get("url") or ""),
-                                                        str(msg.get("site_name") or "")))
+                    batch.append(Source(str(msg.get("title") or ""), str(msg.get("url") or ""),
+                                        str(msg.get("site_name") or "")))
                 elif kind == "error":
                     error = event.get("error") if isinstance(event.get("error"), dict) else {}
                     raise UpstreamStreamError(f"Kimi stopped the answer with an error "
@@ -115,7 +117,8 @@ class RestTurn(Turn):
             if not produced:
                 raise UpstreamStreamError("Kimi returned an empty answer")
             self.complete = True
-            yield Piece("finish", outcome)
+            batch.append(Finish(outcome))
+            yield batch
             return
 
 
