@@ -12,6 +12,7 @@ from server.upstream.accounts import AccountPool
 from server.upstream.catalog_cache import ModelCatalogs
 from server.upstream.completion_service import CompletionService
 from server.upstream.kimi.connect.protocol import ConnectProtocol
+from server.core.chat_service import ChatService
 from server.core.conversations import Conversations
 from server.upstream.kimi.client import KimiClient, Timeouts
 from server.core.models import legacy_flags
@@ -62,6 +63,8 @@ class Services:
                                   float(up["parse_timeout"]))
         self.completions = CompletionService({"rest": rest, "connect": connect}, self.pool, int(config.server["max_attempts"]),
                                              float(config.server["refresh_wait_seconds"]))
+        self.chats = ChatService(self.completions, self.conversations, self.catalogs, self.fetcher,
+                                 self.max_file_bytes, self.config)
 
     def config(self) -> Config:
         """The current config; a broken edit keeps the last good one (hot reload)."""

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
 
 from server.core import errors as kinds
-from server.core.errors import Failure, bad_request
+from server.core.errors import Failure
 from server.core.events import (Collected, Failed, Finish, ReasoningDelta, Source, TextDelta, ToolCallDelta,
                                 ToolCallEnd, ToolCallStart, Usage)
 from server.dialects.openai_chat.errors import TABLE, envelope
-from server.dialects.openai_chat.render import KEEPALIVE, StreamRenderer, completion_body, usage_body
+from server.dialects.openai_chat.render import StreamRenderer, completion_body, usage_body
+from server.edge.sse import KEEPALIVE
 
 GOLDEN = Path(__file__).parent / "golden" / "openai_chat"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"   # rewrite the fixtures from the renderer (then review the diff)
@@ -168,152 +168,40 @@ def test_tail_takes_the_finish_usage_and_needs_one():
     assert StreamRenderer(MODEL, False, ID).tail(None) == b"data: [DONE]\n\n"
 
 
-# --- equal to today's rendering (server/openai_format.py, server/turn.py, server/usage.py) ---------------
+def test_usage_body_is_openais_shape():
+    assert usage_body(Usage(3, 5, 2)) == {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8,
+                                          "completion_tokens_details": {"reasoning_tokens": 2}}
+    assert usage_body(Usage(3, 5)) == {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
 
 
-def todays_stream(batches: list, include_usage: bool = False, usage: dict | None = None) -> bytes:
-    """What chat_handler._stream writes today for the pieces the protocols make of these events."""
-    openai_format = pytest.importorskip("server.openai_format")
-    from server.turn import SourceLines
+# --- the error table: each kind as the server answered before failures were neutral ----------------------------
+# errors.json was frozen from the ApiError envelopes the server built before this change, one case per fault.
 
-    chunks, lines = openai_format.ChunkFactory(MODEL, include_usage, ID), SourceLines()
-    out = chunks.role()
-    for events in batches:
-        if not events:
-            out += openai_format.KEEPALIVE
-        for event in events:
-            if isinstance(event, TextDelta):
-                if gap := lines.separator():
-                    out += chunks.delta({"content": gap})
-                out += chunks.delta({"content": event.text})
-            elif isinstance(event, ReasoningDelta):
-                out += chunks.delta({"reasoning_content": event.text})
-            elif isinstance(event, Source):
-                out += chunks.delta({"content": lines.line(event.title, event.url, event.site)})
-            elif isinstance(event, Finish):
-                out += chunks.delta({}, finish_reason=event.reason)
-    if include_usage:
-        out += chunks.usage(usage)
-    return out + openai_format.DONE
+ERROR_CASES = orjson.loads((GOLDEN / "errors.json").read_bytes())
 
 
-TEXT_ONLY = ["text", "thinking_text", "sources_text"]
+@pytest.mark.parametrize("case", ERROR_CASES, ids=lambda c: f"{c['failure']['kind']}-{c['status']}")
+def test_envelope_is_the_frozen_error(case):
+    failure = Failure(**case["failure"])
+    assert envelope(failure) == (case["status"], case["headers"], case["body"])
 
 
-@pytest.mark.parametrize("name", TEXT_ONLY)
-@pytest.mark.parametrize("include_usage", [False, True])
-def test_stream_is_todays_bytes(name, include_usage):
-    batches = CASES[name][0]
-    usage = Usage(20, 9, 5)
-    assert stream(batches, include_usage, usage) == todays_stream(batches, include_usage, usage_body(usage))
-
-
-@pytest.mark.parametrize("name", TEXT_ONLY)
-def test_whole_is_todays_bytes(name):
-    openai_format = pytest.importorskip("server.openai_format")
-    from server.turn import SourceLines
-
-    batches, collected = CASES[name]
-    lines, content = SourceLines(), ""
-    for event in (e for events in batches for e in events):
-        if isinstance(event, Source):
-            content += lines.line(event.title, event.url, event.site)
-        elif isinstance(event, TextDelta):
-            content += lines.separator() + event.text
-    usage = Usage(20, 7)
-    today = openai_format.completion_body(MODEL, content, collected.reasoning, collected.finish.reason,
-                                          usage_body(usage), ID)
-    assert orjson.dumps(completion_body(MODEL, collected, usage, ID)) == orjson.dumps(today)
-
-
-def test_error_frame_is_todays_bytes():
-    openai_format = pytest.importorskip("server.openai_format")
-    from server.errors import UpstreamStreamError
-
-    today = UpstreamStreamError("Kimi's stream ended without all_done").to_api_error()
-    failure = Failure(kinds.UPSTREAM_FAILED, today.message)
-    assert StreamRenderer(MODEL, False, ID).error(failure) == openai_format.error_frame(today.body())
-
-
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])   # the frozen clock is constant
-@given(prompt=st.text(), text=st.text(), reasoning=st.text())
-def test_usage_body_is_todays_shape(prompt, text, reasoning):
-    from server.usage import estimate_tokens, usage
-
-    thought = estimate_tokens(reasoning)
-    ours = Usage(estimate_tokens(prompt), estimate_tokens(text) + thought, thought)
-    assert orjson.dumps(usage_body(ours)) == orjson.dumps(usage(prompt, text, reasoning))
-
-
-# --- the error table: each kind against an error the server raises today -------------------------------------
-
-
-def todays_errors() -> list[tuple[Failure, object]]:
-    """(the neutral failure, today's ApiError for the same fault), at least one per kind."""
-    from server import errors as old
-    from server.conversation_lock import _unavailable, busy
-    from server.models import resolve_model
-
-    try:
-        resolve_model("no-such-model")
-    except old.ApiError as exc:
-        missing_model = exc
-    conflict = busy("chat:abc", 30.0)
-    lock_broken = _unavailable("/x/locks", OSError(5, "I/O error"))
-    return [
-        (bad_request("'messages[0].role' must be one of ...", "messages[0].role"),
-         old.invalid("'messages[0].role' must be one of ...", "messages[0].role")),
-        (bad_request("Bad body.", None), old.invalid("Bad body.", None)),
-        (bad_request("The request body must be a JSON object.", None, code="invalid_json"),
-         old.ApiError(400, "The request body must be a JSON object.", code="invalid_json")),
-        (Failure(kinds.AUTH, "Incorrect API key provided."),
-         old.ApiError(401, "Incorrect API key provided.", code="invalid_api_key")),
-        (Failure(kinds.NOT_FOUND, missing_model.message, code="model_not_found", field="model"), missing_model),
-        (Failure(kinds.NOT_FOUND, old.UpstreamChatGone("gone").to_api_error().message, code="conversation_not_found",
-                 field="conversation_id"), old.UpstreamChatGone("gone").to_api_error()),
-        (Failure(kinds.NOT_FOUND, "Unknown path /v2."), old.ApiError(404, "Unknown path /v2.", code="not_found")),
-        (Failure(kinds.METHOD_NOT_ALLOWED, "DELETE needs a conversation id."),
-         old.ApiError(405, "DELETE needs a conversation id.", code="method_not_allowed")),
-        (Failure(kinds.CONFLICT, conflict.message, retry_after=5), conflict),
-        (Failure(kinds.TOO_LARGE, "Request body too large.", status=413),
-         old.ApiError(413, "Request body too large.", code="request_too_large")),
-        (Failure(kinds.TOO_LARGE, "Request URI too long.", code="uri_too_long", status=414),
-         old.ApiError(414, "Request URI too long.", code="uri_too_long")),
-        (Failure(kinds.TOO_LARGE, "Request headers too large.", code="request_header_fields_too_large", status=431),
-         old.ApiError(431, "Request headers too large.", code="request_header_fields_too_large")),
-        (Failure(kinds.RATE_LIMITED, old.UpstreamThrottled("slow down", 30).to_api_error().message, retry_after=30),
-         old.UpstreamThrottled("slow down", 30).to_api_error()),
-        (Failure(kinds.RATE_LIMITED, "Quota used up.", code="research_quota_exhausted", retry_after=3600),
-         old.ApiError(429, "Quota used up.", type="rate_limit_exceeded", code="research_quota_exhausted",
-                      headers={"Retry-After": "3600"})),
-        (Failure(kinds.QUOTA, old.UpstreamPaywall("paywall").to_api_error().message),
-         old.UpstreamPaywall("paywall").to_api_error()),
-        (Failure(kinds.UPSTREAM_FAILED, old.UpstreamError("boom").to_api_error().message),
-         old.UpstreamError("boom").to_api_error()),
-        (Failure(kinds.UPSTREAM_FAILED, old.UpstreamAuthRejected("401").to_api_error().message,
-                 code="upstream_auth_failed"), old.UpstreamAuthRejected("401").to_api_error()),
-        (Failure(kinds.TIMEOUT, old.UpstreamTimeout("60 s").to_api_error().message),
-         old.UpstreamTimeout("60 s").to_api_error()),
-        (Failure(kinds.OVERLOADED, old.UpstreamOverloaded("busy").to_api_error().message, retry_after=10),
-         old.UpstreamOverloaded("busy").to_api_error()),
-        (Failure(kinds.UNAVAILABLE, "No Kimi account is usable right now.", retry_after=30),
-         old.ApiError(503, "No Kimi account is usable right now.", type="server_error", code="no_available_account",
-                      headers={"Retry-After": "30"})),
-        (Failure(kinds.UNAVAILABLE, lock_broken.message, code="conversations_unavailable"), lock_broken),
-        (Failure(kinds.INTERNAL, "Internal server error."),
-         old.ApiError(500, "Internal server error.", type="server_error", code="internal_error")),
-    ]
-
-
-@pytest.mark.parametrize("case", range(len(todays_errors())))
-def test_envelope_is_todays_error(case):
-    failure, today = todays_errors()[case]
-    assert envelope(failure) == (today.status, today.headers, today.body())
+def test_upstream_faults_render_as_the_frozen_errors():
+    from server.core.conversation_lock import busy
+    from server.upstream import errors as up
+    frozen = {(c["status"], c["body"]["error"]["code"]): c for c in ERROR_CASES}
+    for failure in (up.UpstreamChatGone("gone").to_failure(), up.UpstreamThrottled("slow down", 30).to_failure(),
+                    up.UpstreamPaywall("paywall").to_failure(), up.UpstreamError("boom").to_failure(),
+                    up.UpstreamAuthRejected("401").to_failure(), up.UpstreamTimeout("60 s").to_failure(),
+                    up.UpstreamOverloaded("busy").to_failure(), busy("chat:abc", 30.0)):
+        status, headers, body = envelope(failure)
+        case = frozen[(status, body["error"]["code"])]
+        assert (status, headers, body) == (case["status"], case["headers"], case["body"])
 
 
 def test_every_kind_has_a_row_and_a_case():
     assert set(TABLE) == set(kinds.KINDS)
-    assert {failure.kind for failure, _ in todays_errors()} == set(kinds.KINDS)
+    assert {c["failure"]["kind"] for c in ERROR_CASES} == set(kinds.KINDS)
 
 
 def test_too_large_keeps_413_for_a_status_it_does_not_own():

@@ -13,7 +13,8 @@ import orjson
 import tornado.web
 
 from common.store import ConfigStore
-from server.errors import ApiError
+from server.core.errors import AUTH, BAD_REQUEST, NOT_FOUND, TOO_LARGE, Failure
+from server.dialects.openai_chat.errors import envelope
 
 log = logging.getLogger("server")
 
@@ -91,8 +92,7 @@ class ApiHandler(tornado.web.RequestHandler):
             return
         header = self.request.headers.get("Authorization", "")
         if header[:7].lower() != "bearer " or not header[7:].strip():
-            raise ApiError(401, "Missing API key: send it as 'Authorization: Bearer <key>'.",
-                           code="invalid_api_key")
+            raise Failure(AUTH, "Missing API key: send it as 'Authorization: Bearer <key>'.", code="invalid_api_key")
         given = hashlib.sha256(header[7:].strip().encode("utf-8", "surrogateescape")).digest()
         keys = self.services.config().api_keys
         # Compare digests of equal length, and every key, so timing tells nothing.
@@ -100,16 +100,17 @@ class ApiHandler(tornado.web.RequestHandler):
         for key in keys:
             matched |= hmac.compare_digest(given, hashlib.sha256(key.encode()).digest())
         if not matched:
-            raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+            raise Failure(AUTH, "Incorrect API key provided.", code="invalid_api_key")
 
     def _check_sizes(self) -> None:
         """414 for a URI, 431 for headers past our limits, before anything else looks at them."""
         if len(self.request.uri.encode("utf-8", "surrogateescape")) > MAX_URI_BYTES:
-            raise ApiError(414, f"Request URI too long: the limit is {MAX_URI_BYTES} bytes.", code="uri_too_long")
+            raise Failure(TOO_LARGE, f"Request URI too long: the limit is {MAX_URI_BYTES} bytes.", code="uri_too_long",
+                          status=414)
         size = sum(len(k) + len(v) + 4 for k, v in self.request.headers.get_all())
         if size > MAX_HEADER_BYTES:
-            raise ApiError(431, f"Request headers too large: the limit is {MAX_HEADER_BYTES} bytes.",
-                           code="request_header_fields_too_large")
+            raise Failure(TOO_LARGE, f"Request headers too large: the limit is {MAX_HEADER_BYTES} bytes.",
+                          code="request_header_fields_too_large", status=431)
 
     # --- bodies --------------------------------------------------------------------------
 
@@ -117,17 +118,17 @@ class ApiHandler(tornado.web.RequestHandler):
         """The request body as a JSON object, or a 400 that says what is wrong with it."""
         body = self.request.body
         if len(body) > self.services.settings.max_body_bytes:
-            raise ApiError(413, f"Request body too large: the limit is {self.services.settings.max_body_bytes} bytes.",
-                           code="request_too_large")
+            raise Failure(TOO_LARGE, f"Request body too large: the limit is {self.services.settings.max_body_bytes} "
+                          "bytes.", code="request_too_large", status=413)
         if not body.strip():
-            raise ApiError(400, "The request body is empty: send a JSON object.", code="invalid_json")
+            raise Failure(BAD_REQUEST, "The request body is empty: send a JSON object.", code="invalid_json")
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise ApiError(400, f"The request body is not valid JSON ({exc.msg} at line {exc.lineno} "
-                           f"column {exc.colno}).", code="invalid_json") from None
+            raise Failure(BAD_REQUEST, f"The request body is not valid JSON ({exc.msg} at line {exc.lineno} "
+                          f"column {exc.colno}).", code="invalid_json") from None
         if not isinstance(data, dict):
-            raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
+            raise Failure(BAD_REQUEST, "The request body must be a JSON object.", code="invalid_json")
         if isinstance(data.get("model"), str):
             self.access_model = data["model"][:100]
         return data
@@ -141,22 +142,25 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, ApiError):
-            error = exc
+        if isinstance(exc, Failure):
+            status, headers, body = envelope(exc)
         elif isinstance(exc, tornado.web.HTTPError) and exc.status_code < 500:
-            reason = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else ""
-            error = ApiError(exc.status_code, exc.log_message % exc.args if exc.log_message else reason,
-                             code=reason.lower().replace(" ", "_") or None)
+            status, headers = exc.status_code, {}
+            reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+            body = {"error": {"message": exc.log_message % exc.args if exc.log_message else reason,
+                              "type": "invalid_request_error", "param": None,
+                              "code": reason.lower().replace(" ", "_") or None}}
         else:
-            error = ApiError(500, "Internal server error.", type="server_error", code="internal_error")
-        self.set_status(error.status)
-        if error.status == 405:
+            status, headers, body = 500, {}, {"error": {"message": "Internal server error.", "type": "server_error",
+                                                        "param": None, "code": "internal_error"}}
+        self.set_status(status)
+        if status == 405:
             # RFC 9110: a 405 names the methods that do work here.
             self.set_header("Allow", ", ".join(self.allowed_methods()))
-        for name, value in error.headers.items():
+        for name, value in headers.items():
             self.set_header(name, value)
         self.set_header("Content-Type", "application/json")
-        self.finish(orjson.dumps(error.body()))
+        self.finish(orjson.dumps(body))
 
     def allowed_methods(self) -> list[str]:
         """The methods this handler implements (Tornado's defaults answer 405)."""
@@ -167,18 +171,18 @@ class ApiHandler(tornado.web.RequestHandler):
         return methods + ["OPTIONS"]
 
     def _handle_request_exception(self, e: BaseException) -> None:
-        if isinstance(e, ApiError):
+        if isinstance(e, Failure):
             if self._headers_written:
                 if not self._finished:
                     self.finish()   # never leave a started response open
                 return
-            self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
+            self.send_error(envelope(e)[0], exc_info=(type(e), e, e.__traceback__))
             return
         super()._handle_request_exception(e)
 
     def log_exception(self, typ, value, tb) -> None:
-        if isinstance(value, ApiError):
-            log.info("%s %s -> %d %s", self.request.method, self.request.path, value.status, value.code)
+        if isinstance(value, Failure):
+            log.info("%s %s -> %d %s", self.request.method, self.request.path, envelope(value)[0], value.code)
             return
         super().log_exception(typ, value, tb)
 
@@ -188,5 +192,5 @@ class NotFoundHandler(ApiHandler):
 
     def prepare(self) -> None:
         super().prepare()
-        raise ApiError(404, f"Unknown path {self.request.path}. See /v1/models and /v1/chat/completions.",
-                       code="not_found")
+        raise Failure(NOT_FOUND, f"Unknown path {self.request.path}. See /v1/models and /v1/chat/completions.",
+                      code="not_found")

@@ -10,7 +10,7 @@ from common.account_state import awaiting_relogin
 from common.jwt_claims import strip_bearer, try_decode_claims
 from common.redact import fingerprint
 from server.edge.base import ApiHandler
-from server.errors import ApiError
+from server.core.errors import bad_request
 from server.upstream.errors import UpstreamAuthRejected, UpstreamError
 
 CACHE_SECONDS = 600
@@ -42,8 +42,7 @@ class TokenCheckHandler(ApiHandler):
     async def post(self) -> None:
         token = self.json_body().get("token")
         if not isinstance(token, str) or not strip_bearer(token):
-            raise ApiError(400, "Send {\"token\": \"<Kimi access or refresh token>\"}.", param="token",
-                           code="invalid_value")
+            raise bad_request("Send {\"token\": \"<Kimi access or refresh token>\"}.", "token")
         token = strip_bearer(token)
         key = hashlib.sha256(token.encode()).digest()
         cache = self.services.token_checks
@@ -65,7 +64,7 @@ class TokenCheckHandler(ApiHandler):
             except UpstreamAuthRejected:
                 return {"live": False, "checked": "upstream", "typ": "access"}
             except UpstreamError as exc:
-                raise exc.to_api_error() from None
+                raise exc.to_failure() from None
             return {"live": True, "checked": "upstream", "typ": "access"}
         # Checking a refresh token upstream would spend it (Kimi rotates them) and log its owner out.
         for account in self.services.config().accounts:

@@ -13,7 +13,6 @@ from server.core.events import (Collected, Failed, Finish, ReasoningDelta, Sourc
 from server.dialects.openai_chat.errors import error_body
 
 DONE = b"data: [DONE]\n\n"
-KEEPALIVE = b": keepalive\n\n"
 
 
 def new_completion_id() -> str:
