@@ -89,10 +89,10 @@ class ToolCallParser:
         """The events a further piece of the answer's text releases."""
         if self._ended:
             raise RuntimeError("feed() after end()")
-        out: list[Event] = []
         if not self._inside and not self._tag and "<" not in text:
-            self._text(text, out)   # the hot path: plain text, no tag can start here
-            return out
+            released = self._text(text)   # the hot path: plain text, no tag can start here
+            return [TextDelta(released)] if released else []
+        out: list[Event] = []
         if self._tag:
             text, self._tag = self._tag + text, ""
         while text:
@@ -109,7 +109,7 @@ class ToolCallParser:
             self._inside = False
             self._blocks("".join(self._body), closed=False, out=out)   # the closing tag never came
         elif self._tag:
-            self._text(self._tag, out)   # a tag that never completed is plain text
+            self._emit(self._text(self._tag), out)   # a tag that never completed is plain text
         if self._ws and not self._after_call:
             self._emit("".join(self._ws), out)
         self._ws, self._tag, self._body = [], "", []
@@ -120,15 +120,15 @@ class ToolCallParser:
         start = pos = 0
         while (i := text.find("<", pos)) >= 0:
             if text.startswith(OPEN, i):
-                self._text(text[start:i], out)
+                self._emit(self._text(text[start:i]), out)
                 self._inside, self._body, self._carry = True, [], ""
                 return text[i + len(OPEN):]
             if len(text) - i < len(OPEN) and OPEN.startswith(text[i:]):
-                self._text(text[start:i], out)
+                self._emit(self._text(text[start:i]), out)
                 self._tag = text[i:]   # may still become the opening tag: hold it
                 return ""
             pos = i + 1   # a '<' the next character already rules out
-        self._text(text[start:], out)
+        self._emit(self._text(text[start:]), out)
         return ""
 
     def _in_block(self, text: str, out: list[Event]) -> str:
@@ -169,19 +169,23 @@ class ToolCallParser:
         out += (ToolCallStart(index, call_id, name), ToolCallDelta(index, orjson.dumps(args).decode()),
                 ToolCallEnd(index, call_id, name, args))
 
-    def _text(self, text: str, out: list[Event]) -> None:
-        """Text outside blocks: release it, holding back its trailing whitespace."""
+    def _text(self, text: str) -> str:
+        """Text outside blocks: what of it can be released now; its trailing whitespace is held back."""
         content = text.rstrip()
-        if content:
-            self._emit("".join(self._ws) + content, out)
-            self._after_call = False
-            self._ws = [text[len(content):]] if len(content) < len(text) else []
-        elif text:
-            self._ws.append(text)
+        if not content:
+            if text:
+                self._ws.append(text)
+            return ""
+        held = self._ws
+        self._ws = [text[len(content):]] if len(content) < len(text) else []
+        self._after_call = False
+        return "".join(held) + content if held else content
 
     @staticmethod
     def _emit(text: str, out: list[Event]) -> None:
-        """Append text to the batch, merged with a TextDelta that ends it."""
+        """Append text (if any) to the batch, merged with a TextDelta that ends it."""
+        if not text:
+            return
         if out and isinstance(out[-1], TextDelta):
             out[-1] = TextDelta(out[-1].text + text)
         else:
