@@ -110,9 +110,21 @@ def test_a_missing_closing_tag_is_parsed_at_the_end_of_the_answer():
     assert (text, calls) == ("Checking.", [("search", {"q": "x"})])
 
 
+def test_text_after_an_unclosed_call_is_content_again():
+    answer = 'Checking.\n<tool_call>{"name": "search", "arguments": {"q": "x"}}\nI will wait for the result. \n'
+    assert run([answer])[:2] == ("Checking.\nI will wait for the result. \n", [("search", {"q": "x"})])
+
+
+def test_an_unclosed_block_followed_by_text_that_is_not_a_call_stays_visible():
+    answer = 'A <tool_call>{"name": "nope"} and more'
+    assert run([answer])[:2] == (answer, [])
+
+
 def test_an_opening_tag_inside_a_block_closes_the_one_before_it():
     answer = '<tool_call>{"name": "search", "arguments": {"q": 1}}\n<tool_call>{"name": "search"}</tool_call>'
     assert run([answer])[:2] == ("", [("search", {"q": 1}), ("search", {})])
+    chatty = '<tool_call>{"name": "search", "arguments": {"q": 1}} and then <tool_call>{"name": "search"}</tool_call>'
+    assert run([chatty])[:2] == (" and then", [("search", {"q": 1}), ("search", {})])
 
 
 @pytest.mark.parametrize("raw", [
@@ -173,6 +185,7 @@ SCRIPTS = [
     ("x<<tool_call>" + block("search", {})[11:] + " <tool_call>{bad}</tool_call> y \n<tool_call>"
      + '{"name": "search", "arguments": "{}"}', "x< <tool_call>{bad}</tool_call> y", 2),
     (block("search", {"q": "😀"}) + "\n  Done 🎉  ", "\n  Done 🎉  ", 1),
+    ('Ok.\n<tool_call>{"name": "search", "arguments": {"q": "<b>"}}\nWaiting.', "Ok.\nWaiting.", 1),
 ]
 
 

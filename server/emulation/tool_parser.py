@@ -10,6 +10,7 @@ what follows it is known (dropped before a call and after the last one, kept bef
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
@@ -25,6 +26,7 @@ OPEN = "<tool_call>"
 CLOSE = "</tool_call>"
 # A fence the model may wrap the JSON in, inside the tags: ```json ... ``` or a bare ``` ... ```.
 _FENCE = re.compile(r"\A```[A-Za-z0-9_-]*\s*(.*?)\s*(?:```)?\Z", re.DOTALL)
+_DECODER = json.JSONDecoder()   # raw_decode finds where a JSON value ends; orjson has no such call
 
 
 def new_call_id() -> str:
@@ -149,7 +151,26 @@ class ToolCallParser:
         """Handle a finished block; an opening tag inside it means the blocks before it were never closed."""
         pieces = body.split(OPEN)
         for n, piece in enumerate(pieces):
-            self._block(piece, closed and n == len(pieces) - 1, out)
+            if closed and n == len(pieces) - 1:
+                self._block(piece, True, out)
+            elif (split := self._split_unclosed(piece)) is not None:
+                self._block(split[0], False, out)
+                self._emit(self._text(split[1]), out)   # the model went on writing after the call
+            else:
+                self._block(piece, False, out)
+
+    def _split_unclosed(self, body: str) -> tuple[str, str] | None:
+        """An unclosed block that is not a call as a whole: the call its JSON starts with and the text after it."""
+        if not isinstance(parse_block(body, self._names), str):
+            return None   # the whole body is the call
+        stripped = body.lstrip()
+        try:
+            end = _DECODER.raw_decode(stripped)[1]
+        except ValueError:
+            return None
+        if isinstance(parse_block(stripped[:end], self._names), str):
+            return None
+        return stripped[:end], stripped[end:]
 
     def _block(self, body: str, closed: bool, out: list[Event]) -> None:
         """Emit one block as a call, drop it (a second call when calls are not parallel), or show it as text."""
