@@ -213,7 +213,7 @@ def test_every_single_cut_gives_the_same_content_and_calls(answer, expected_text
 def test_random_multi_cut_splits_give_the_same_content_and_calls(script, cuts):
     answer, expected_text, expected_calls = script
     bounds = sorted({0, len(answer), *(c % (len(answer) + 1) for c in cuts)})
-    chunks = [answer[a:b] for a, b in zip(bounds, bounds[1:])]
+    chunks = [answer[a:b] for a, b in itertools.pairwise(bounds)]
     valid_only = "<tool_call>{bad}" not in answer
     assert check(chunks, expected_text, expected_calls, valid_only) == check([answer], expected_text,
                                                                               expected_calls, valid_only)

@@ -18,7 +18,13 @@ from collections.abc import Callable, Collection
 
 import orjson
 
-from server.core.events import Event, TextDelta, ToolCallDelta, ToolCallEnd, ToolCallStart
+from server.core.events import (
+    Event,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+)
 
 log = logging.getLogger("server.emulation.tool_parser")
 
