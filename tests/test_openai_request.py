@@ -259,6 +259,7 @@ MALFORMED = [
     ({"response_format": "json"}, "response_format"),
     ({"response_format": {}}, "response_format.type"),
     ({"response_format": {"type": "xml"}}, "response_format.type"),
+    ({"response_format": {"type": ["json_object"]}}, "response_format.type"),
     ({"response_format": {"type": "json_object", "schema": {}}}, "response_format.schema"),
     ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
     ({"response_format": {"type": "json_schema", "json_schema": []}}, "response_format.json_schema"),
@@ -370,23 +371,37 @@ def test_the_old_schema_checks_keep_their_messages_and_fields(fields, field, mes
     assert error.code == "invalid_value"
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(["", "f", "auto", "{}", "x y"]),
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(
+    ["", "f", "auto", "required", "{}", "x y", "function", "json_schema", "text", "tool"]),
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
                         st.sampled_from(["type", "function", "name", "parameters", "json_schema", "schema",
                                          "properties", "required", "arguments", "id", "strict"]), inner, max_size=4),
                     max_leaves=12)
-TOOL_FIELDS = st.fixed_dictionaries({}, optional={key: JSON for key in (
-    "tools", "tool_choice", "functions", "function_call", "parallel_tool_calls", "response_format")})
+TOOL_FIELDS = ("tools", "tool_choice", "functions", "function_call", "parallel_tool_calls", "response_format")
 
 
-@settings(max_examples=300, deadline=None)
-@given(TOOL_FIELDS, st.lists(st.dictionaries(st.sampled_from(
-    ["role", "content", "tool_calls", "tool_call_id", "function_call", "name"]), JSON | st.sampled_from(
-    ["assistant", "tool", "function", "user"]), max_size=5), min_size=1, max_size=3))
-def test_any_body_is_a_canonical_request_or_a_bad_request_never_a_crash(fields, messages):
+MESSAGE = st.dictionaries(st.sampled_from(["role", "content", "tool_calls", "tool_call_id", "function_call", "name"]),
+                          JSON | st.sampled_from(["assistant", "tool", "function", "user"]), max_size=5)
+
+
+def _canonical_or_bad_request(body: dict) -> None:
     try:
-        parsed = parse_chat_request({"model": "kimi", "messages": messages, **fields})
+        parsed = parse_chat_request(body)
     except Failure as error:
         assert error.kind == BAD_REQUEST and error.field
     else:
         assert parsed.request.messages and all(isinstance(m, Message) for m in parsed.request.messages)
+
+
+# One field at a time, and the history apart: a field refused first would hide the checks of the others.
+@pytest.mark.parametrize("name", TOOL_FIELDS)
+@settings(max_examples=200, deadline=None)
+@given(value=JSON)
+def test_any_tool_field_is_a_canonical_request_or_a_bad_request_never_a_crash(name, value):
+    _canonical_or_bad_request({"model": "kimi", "messages": USER, name: value})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(MESSAGE, min_size=1, max_size=3))
+def test_any_history_is_a_canonical_request_or_a_bad_request_never_a_crash(messages):
+    _canonical_or_bad_request({"model": "kimi", "messages": USER + messages})

@@ -231,7 +231,7 @@ def parse_response_format(raw: object) -> ResponseFormat:
     kind = raw.get("type")
     if kind is None:
         raise missing("response_format.type")
-    if kind not in FORMAT_KEYS:
+    if not isinstance(kind, str) or kind not in FORMAT_KEYS:   # a list or object is not hashable
         raise wrong_value("response_format.type", "'text', 'json_object' or 'json_schema'")
     _only_keys(raw, FORMAT_KEYS[kind], "response_format")
     if kind != "json_schema":
