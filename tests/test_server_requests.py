@@ -11,8 +11,8 @@ USER = [{"role": "user", "content": "hi"}]
 
 # Every OpenAI chat-completions field, with a valid value.
 ALL_OPENAI_FIELDS = {
-    "audio": {"voice": "alloy", "format": "mp3"}, "frequency_penalty": 0.5, "function_call": "auto",
-    "functions": [{"name": "f", "parameters": {}}], "logit_bias": {"50256": -100}, "logprobs": False,
+    "audio": {"voice": "alloy", "format": "mp3"}, "frequency_penalty": 0.5, "logit_bias": {"50256": -100},
+    "logprobs": False,
     "max_completion_tokens": 16, "max_tokens": 10, "metadata": {"k": "v"}, "modalities": ["text"], "n": 1,
     "parallel_tool_calls": True, "prediction": {"type": "content", "content": "x"}, "presence_penalty": -0.5,
     "prompt_cache_key": "c", "reasoning_effort": "low", "response_format": {"type": "text"},
@@ -21,6 +21,8 @@ ALL_OPENAI_FIELDS = {
     "tool_choice": "auto", "tools": [{"type": "function", "function": {"name": "f"}}], "top_logprobs": 2,
     "top_p": 0.9, "user": "u", "web_search_options": {}, "verbosity": "low", "use_search": False,
 }
+# The legacy spelling of tools; a request holds one spelling or the other.
+LEGACY_FUNCTION_FIELDS = {"function_call": "auto", "functions": [{"name": "f", "parameters": {}}]}
 
 
 def _error(response, status: int, param=...) -> dict:
@@ -35,6 +37,8 @@ def _error(response, status: int, param=...) -> dict:
 
 def test_every_openai_field_and_the_vendor_extras_are_accepted(stack):
     assert stack.post({"model": "kimi", "messages": USER, **ALL_OPENAI_FIELDS}).status_code == 200
+    legacy = {**ALL_OPENAI_FIELDS, "tools": None, "tool_choice": None, **LEGACY_FUNCTION_FIELDS}
+    assert stack.post({"model": "kimi", "messages": USER, **legacy}).status_code == 200
     extras = {"top_k": 5, "repetition_penalty": 1.1, "enable_thinking": False, "chat_template_kwargs": {}}
     assert stack.post({"model": "kimi", "messages": USER, **extras}).status_code == 200
     nulls = {name: None for name in ALL_OPENAI_FIELDS}
@@ -85,7 +89,8 @@ def test_text_parts_are_joined_and_multi_turn_history_is_folded(stack):
     assert stack.post({"model": "kimi", "messages": messages}).status_code == 200
     sent = stack.emulator.received("completion")[-1]["body"]["messages"]
     assert sent == [{"role": "user", "content": "System: Be brief.\n\nUser: part one\ntwo\n\n"
-                     "Assistant: (called tools: lookup({}))\n\nTool result: 42\n\nSystem: dev note"}]
+                     'Assistant: <tool_call>{"name":"lookup","arguments":{}}</tool_call>\n\n'
+                     "Tool result (lookup, c1): 42\n\nSystem: dev note"}]
 
 
 def test_unknown_model_is_404_listing_the_valid_names(stack):
