@@ -50,37 +50,42 @@ class Answer:
         held: list[str] = []   # a structured answer is checked whole before any of it is sent
         reasked = False
         while True:
-            finish = None
+            finish, out = None, []
             try:
                 async for batch in self.turn.events():
-                    out: list[Event] = []
+                    out = []
                     for event in batch:
                         if isinstance(event, Finish):
                             finish = event
                         else:
                             self._take(event, out, held)
                     if finish is not None:
-                        break
+                        break   # the batch's events go out with the finish
                     if out or not batch:
                         yield out
             except UpstreamError as exc:
                 await self.completions.broke(self.turn, exc)
                 raise exc.to_failure() from None
-            last: list[Event] = []
+            if finish is None:   # a protocol ends its events with a Finish or an error; never trust that blindly
+                raise Failure(UPSTREAM_FAILED, "Kimi upstream error: the answer ended without its end",
+                              code="upstream_error")
+            last: list[Event] = out
             if self._parser is not None:
                 self._pass_text(self._parser.end(), last, held)
             if self._structured is not None and not self._calls:
                 result = check_answer(self._structured, "".join(held))
                 if not result.ok and not reasked:
                     reasked, held = True, []
+                    if last:
+                        yield last   # reasoning of the first attempt: the JSON itself is still held
                     await self._reask(result.problem)
                     continue
                 if not result.ok:
                     raise Failure(UPSTREAM_FAILED, "Kimi's answer is not the JSON value the response_format asks "
                                   f"for, even after one re-ask: {result.problem}", code="invalid_structured_output")
-                last.insert(0, TextDelta(result.json_text))
+                last.append(TextDelta(result.json_text))
             elif held:
-                last.insert(0, TextDelta("".join(held)))
+                last.append(TextDelta("".join(held)))
             await self._answered()
             reason = "tool_calls" if self._calls else finish.reason
             yield last + [Finish(reason, self._usage())]
