@@ -12,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.upstream.resolver import CachingResolver
-from server.upstream.http import HttpClient, UnsendableRequest, _Connection, _request_bytes
+from server.upstream.http import HttpClient, UnsendableRequest
+from server.upstream.http.connection import Connection as _Connection
+from server.upstream.http.request import request_bytes as _request_bytes
 from tests.helpers import Stack, wait_until
 
 
