@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 
 import pytest
 
@@ -53,6 +54,14 @@ class Files:
             return b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % target.encode()
         if path == "/to-private":
             return b"HTTP/1.1 301 Moved\r\nLocation: http://10.0.0.1/x\r\nContent-Length: 0\r\n\r\n"
+        if path == "/gzip-doc":
+            body = gzip.compress(PDF)
+            return (b"HTTP/1.1 200 OK\r\nContent-Type: application/pdf\r\nContent-Encoding: gzip\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        if path in ("/gzip-bomb", "/gzip-corrupt"):
+            body = gzip.compress(bytes(10 << 20)) if path == "/gzip-bomb" else b"\x1f\x8b not gzip at all"
+            return (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
         if path == "/declared-big":
             return b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + bytes(5000)
         if path == "/streamed-big":
@@ -83,6 +92,11 @@ def test_a_document_comes_back_with_its_type_and_final_url():
     assert b"User-Agent: kimi-bridge/1.0 (+file fetch)" in files.requests[0]
 
 
+def test_a_body_sent_gzipped_unasked_is_decoded():
+    fetched, files = _fetch("/gzip-doc")
+    assert fetched.data == PDF and b"accept-encoding" not in files.requests[0].lower()
+
+
 def test_spaces_and_non_ascii_in_the_path_are_percent_encoded_on_the_wire():
     fetched, files = _fetch("/doc dé.pdf?q=a b")
     assert fetched.data == PDF
@@ -109,6 +123,8 @@ def test_a_name_resolving_to_loopback_is_refused_and_never_connected():
 @pytest.mark.parametrize("path, message", [
     ("/declared-big", "could not download http://127.0.0.1 (too large)"),
     ("/streamed-big", "http://127.0.0.1 is larger than 1000 bytes"),
+    ("/gzip-bomb", "http://127.0.0.1 is larger than 1000 bytes"),
+    ("/gzip-corrupt", "could not download http://127.0.0.1 (a corrupt gzip body)"),
     ("/missing", "downloading http://127.0.0.1 answered HTTP 404"),
     ("/hang-up", "could not download http://127.0.0.1 (ConnectionError)"),
 ])
@@ -120,3 +136,19 @@ def test_each_failure_is_a_clear_fetch_failed(path, message):
 def test_a_server_that_never_answers_times_out():
     failed, _ = _fetch("/silent", timeout=0.3)
     assert isinstance(failed, FetchFailed) and str(failed) == "could not download http://127.0.0.1 (timed out)"
+
+
+def test_a_gzip_bomb_is_decoded_no_further_than_one_byte_over_the_limit():
+    class Bomb:
+        """A response whose whole gzip body (10 MiB of zeros) arrives as one chunk."""
+
+        headers = {"content-encoding": "gzip"}
+
+        def __init__(self) -> None:
+            self.chunks = [gzip.compress(bytes(10 << 20))]
+
+        async def next_chunk(self, timeout: float) -> bytes | None:
+            return self.chunks.pop() if self.chunks else None
+
+    fetcher = SafeFetcher(1000, 5.0, frozenset({80}), environ={})
+    assert len(asyncio.run(fetcher._read("http://example.com/x", Bomb()))) == 1001

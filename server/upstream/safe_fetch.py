@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import os
 import socket
+import zlib
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
@@ -90,9 +91,11 @@ class SafeFetcher:
             log.warning("%s is set: fetching from %s is allowed (tests only)", TEST_ALLOW_ENV, sorted(allow))
         self._allow = allow
         self._max_bytes, self._timeout, self._ports = max_bytes, timeout, allowed_ports
-        # A private client: its own resolver, no environment proxies, and no kept-alive connections
-        # (downloads are rare, and a pooled socket would outlive the check of where it points).
-        self._client = HttpClient(PublicOnlyResolver(allow=allow), min(10.0, timeout), idle_seconds=0)
+        # A private client: its own resolver, no environment proxies, no kept-alive connections (downloads
+        # are rare, and a pooled socket would outlive the check of where it points), and compressed bodies
+        # left to _read(), which stops decoding at the size limit (a small gzip can hold gigabytes).
+        self._client = HttpClient(PublicOnlyResolver(allow=allow), min(10.0, timeout), idle_seconds=0,
+                                  decompress=False)
 
     async def fetch(self, url: str) -> Fetched:
         """The body at `url` after at most MAX_REDIRECTS redirects; raises FetchRefused or FetchFailed."""
@@ -125,12 +128,29 @@ class SafeFetcher:
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self._max_bytes:
             raise FetchFailed(f"could not download {_label(url)} (too large)")
-        # One byte over the limit is enough to know the body is too large; the rest is never read.
-        body = await response.read_all(self._timeout, self._max_bytes + 1)
+        body = await self._read(url, response)
         if len(body) > self._max_bytes:
             raise FetchFailed(f"{_label(url)} is larger than {self._max_bytes} bytes")
         content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
         return Fetched(body, content_type, url)
+
+    async def _read(self, url: str, response: HttpResponse) -> bytes:
+        """The body, decoded if it came compressed; one byte over the limit at most (enough to refuse it)."""
+        limit = self._max_bytes + 1
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("gzip", "deflate", "x-gzip"):
+            return await response.read_all(self._timeout, limit)
+        # Sent compressed though we never asked: decode no further than the limit.
+        decoder, out = zlib.decompressobj(15 + 32), bytearray()
+        try:
+            while len(out) < limit and (chunk := await response.next_chunk(self._timeout)) is not None:
+                # Below the limit each call consumes its whole input, so nothing waits in unconsumed_tail.
+                out += decoder.decompress(chunk, limit - len(out))
+            if len(out) < limit:
+                out += decoder.flush()
+        except zlib.error:
+            raise FetchFailed(f"could not download {_label(url)} (a corrupt {encoding} body)") from None
+        return bytes(out)
 
     def _check_url(self, url: str) -> None:
         """Refuse, before any lookup, a scheme, credentials, port or IP literal we never fetch."""

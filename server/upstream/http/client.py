@@ -23,8 +23,11 @@ class Resolver(Protocol):
 class HttpClient:
     """Requests to any http(s) URL over a small pool of kept-alive connections per host."""
 
-    def __init__(self, resolver: Resolver, connect_timeout: float, idle_seconds: float) -> None:
+    def __init__(self, resolver: Resolver, connect_timeout: float, idle_seconds: float,
+                 decompress: bool = True) -> None:
         self._resolver = resolver
+        # False: gzip/deflate bodies come through as sent, for a caller that decodes them within its own limit.
+        self.decompress = decompress
         self._connect_timeout = connect_timeout
         self._idle_seconds = idle_seconds
         self._idle: dict[tuple, list[Connection]] = {}

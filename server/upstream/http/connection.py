@@ -169,7 +169,8 @@ class Connection(asyncio.Protocol):
         response.status, response.headers = status, headers
         self._reusable = version == b"HTTP/1.1" and "close" not in headers.get("connection", "").lower()
         encoding = headers.get("content-encoding", "").strip().lower()
-        self._decoder = zlib.decompressobj(15 + 32) if encoding in ("gzip", "deflate", "x-gzip") else None
+        compressed = encoding in ("gzip", "deflate", "x-gzip")
+        self._decoder = zlib.decompressobj(15 + 32) if compressed and self._client.decompress else None
         response._ready.set_result(None)
         if self._method == "HEAD" or status in (204, 304):
             self._complete()
