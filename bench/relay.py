@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from server.event_loop import run
+from server.edge.event_loop import run
 
 
 class _Half(asyncio.Protocol):

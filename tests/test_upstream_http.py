@@ -12,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.upstream.resolver import CachingResolver
-from server.upstream.http import HttpClient, UnsendableRequest, _Connection, _request_bytes
+from server.upstream.http import HttpClient, UnsendableRequest
+from server.upstream.http.connection import Connection as _Connection
+from server.upstream.http.request import request_bytes as _request_bytes
 from tests.helpers import Stack, wait_until
 
 
@@ -301,3 +303,32 @@ def test_closing_after_the_last_event_keeps_the_connection_when_the_body_ends_so
             await asyncio.sleep(0.01)   # polling a condition: the grace timer drops a body that never ends
         assert hangs not in client._idle[hangs.key]
     asyncio.run(asyncio.wait_for(go(), 30))
+
+
+def test_the_resolver_answers_literals_at_once_and_caches_names_for_a_minute(monkeypatch):
+    import server.upstream.resolver as resolver
+    lookups, now = [], [1000.0]
+
+    async def system(host, port, family):
+        lookups.append(host)
+        return [(2, (f"192.0.2.{len(lookups)}", port))]
+    monkeypatch.setattr(resolver, "system_resolve", system)
+    monkeypatch.setattr(resolver.time, "monotonic", lambda: now[0])
+
+    async def go():
+        cache = CachingResolver()
+        assert await cache.resolve("203.0.113.9", 443) == [(2, ("203.0.113.9", 443))]
+        assert await cache.resolve("2001:db8::1", 443) == [(10, ("2001:db8::1", 443, 0, 0))]
+        assert lookups == []
+        first = await cache.resolve("kimi.test", 443)
+        now[0] += resolver.TTL_SECONDS - 1
+        assert await cache.resolve("kimi.test", 443) == first and lookups == ["kimi.test"]
+        now[0] += 2
+        assert await cache.resolve("kimi.test", 443) != first and lookups == ["kimi.test", "kimi.test"]
+    asyncio.run(go())
+
+
+def test_the_system_resolver_finds_localhost():
+    from server.upstream.resolver import system_resolve
+    addresses = asyncio.run(system_resolve("localhost", 8080))
+    assert addresses and all(address[1] == 8080 for _family, address in addresses)

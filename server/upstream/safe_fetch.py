@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import os
 import socket
+import zlib
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
-import tornado.httpclient
-import tornado.netutil
-import tornado.simple_httpclient
+from server.upstream.http import HttpClient, HttpResponse
+from server.upstream.resolver import system_resolve
 
 log = logging.getLogger("server.fetch")
 
 # Test-only: host:port pairs treated as public (the suite's own file server on 127.0.0.1).
 TEST_ALLOW_ENV = "KIMI_BRIDGE_TESTING_FETCH_ALLOW"
 MAX_REDIRECTS = 5
+REDIRECTS = (301, 302, 303, 307, 308)
+HEADERS = {"User-Agent": "kimi-bridge/1.0 (+file fetch)", "Accept": "*/*"}
+# What a URL's path and query may hold as it is; the rest (spaces, non-ASCII) is percent-encoded for the wire.
+_URL_SAFE = "!#$%&'()*+,-./:;=?@[]_~"
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 
@@ -32,6 +37,8 @@ class FetchFailed(Exception):
 
 @dataclass(frozen=True)
 class Fetched:
+    """A downloaded body, its media type (lower case, no parameters) and the URL it finally came from."""
+
     data: bytes
     content_type: str
     url: str
@@ -51,19 +58,19 @@ def public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-class PublicOnlyResolver(tornado.netutil.Resolver):
+class PublicOnlyResolver:
     """Resolves like the system, then refuses the name if any address is not public.
 
     Checking the addresses we actually connect to (not the URL's spelling) covers decimal, octal
     and short IPv4 forms, names that resolve to loopback, and DNS rebinding between check and use.
     """
 
-    def initialize(self, allow: frozenset[tuple[str, int]] = frozenset()) -> None:
-        self._inner = tornado.netutil.DefaultExecutorResolver()
+    def __init__(self, allow: frozenset[tuple[str, int]] = frozenset()) -> None:
         self._allow = allow
 
     async def resolve(self, host: str, port: int, family: socket.AddressFamily = socket.AF_UNSPEC) -> list:
-        results = await self._inner.resolve(host, port, family)
+        """[(family, address)] for host:port; raises FetchRefused if any of them is not public."""
+        results = await system_resolve(host, port, family)
         for _family, address in results:
             ip = ipaddress.ip_address(address[0].split("%")[0])
             if (str(ip), port) in self._allow:
@@ -84,41 +91,69 @@ class SafeFetcher:
             log.warning("%s is set: fetching from %s is allowed (tests only)", TEST_ALLOW_ENV, sorted(allow))
         self._allow = allow
         self._max_bytes, self._timeout, self._ports = max_bytes, timeout, allowed_ports
-        # A private client: its own resolver, no environment proxies (the simple client ignores them).
-        self._client = tornado.simple_httpclient.SimpleAsyncHTTPClient(
-            force_instance=True, resolver=PublicOnlyResolver(allow=allow), max_body_size=max_bytes + 1)
+        # A private client: its own resolver, no environment proxies, no kept-alive connections (downloads
+        # are rare, and a pooled socket would outlive the check of where it points), and compressed bodies
+        # left to _read(), which stops decoding at the size limit (a small gzip can hold gigabytes).
+        self._client = HttpClient(PublicOnlyResolver(allow=allow), min(10.0, timeout), idle_seconds=0,
+                                  decompress=False)
 
     async def fetch(self, url: str) -> Fetched:
+        """The body at `url` after at most MAX_REDIRECTS redirects; raises FetchRefused or FetchFailed."""
         for _ in range(MAX_REDIRECTS + 1):
             self._check_url(url)
-            request = tornado.httpclient.HTTPRequest(
-                url, method="GET", follow_redirects=False, connect_timeout=min(10.0, self._timeout),
-                request_timeout=self._timeout, decompress_response=True, validate_cert=True,
-                headers={"User-Agent": "kimi-bridge/1.0 (+file fetch)", "Accept": "*/*"})
             try:
-                response = await self._client.fetch(request, raise_error=False)
-            except FetchRefused:
+                async with asyncio.timeout(self._timeout):
+                    response = await self._client.open(_wire_url(url), "GET", HEADERS, b"", self._timeout)
+                    try:
+                        location = response.headers.get("location")
+                        if response.status in REDIRECTS and location:
+                            url = urljoin(url, location)
+                            continue
+                        return await self._body(url, response)
+                    finally:
+                        response.close()
+            except (FetchRefused, FetchFailed):
                 raise
-            except (OSError, ValueError, tornado.httpclient.HTTPClientError) as exc:
-                # raise_error=False still raises when no response exists at all (a closed stream).
+            except TimeoutError:
+                raise FetchFailed(f"could not download {_label(url)} (timed out)") from None
+            except (OSError, ValueError) as exc:
+                # ConnectionError (refused, reset, cut short, not HTTP), a failed lookup, a bad certificate.
                 raise FetchFailed(f"could not download {_label(url)} ({type(exc).__name__})") from None
-            if isinstance(response.error, FetchRefused):
-                raise response.error
-            if response.code in (301, 302, 303, 307, 308) and response.headers.get("Location"):
-                url = urljoin(url, response.headers["Location"])
-                continue
-            if response.code == 599:
-                reason = "too large" if "too long" in str(response.error).lower() else type(response.error).__name__
-                raise FetchFailed(f"could not download {_label(url)} ({reason})")
-            if response.code != 200:
-                raise FetchFailed(f"downloading {_label(url)} answered HTTP {response.code}")
-            if len(response.body) > self._max_bytes:
-                raise FetchFailed(f"{_label(url)} is larger than {self._max_bytes} bytes")
-            content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            return Fetched(response.body, content_type, url)
         raise FetchRefused(f"more than {MAX_REDIRECTS} redirects")
 
+    async def _body(self, url: str, response: HttpResponse) -> Fetched:
+        """Read a final (non-redirect) answer: only a 200 within the size limit is a download."""
+        if response.status != 200:
+            raise FetchFailed(f"downloading {_label(url)} answered HTTP {response.status}")
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max_bytes:
+            raise FetchFailed(f"could not download {_label(url)} (too large)")
+        body = await self._read(url, response)
+        if len(body) > self._max_bytes:
+            raise FetchFailed(f"{_label(url)} is larger than {self._max_bytes} bytes")
+        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        return Fetched(body, content_type, url)
+
+    async def _read(self, url: str, response: HttpResponse) -> bytes:
+        """The body, decoded if it came compressed; one byte over the limit at most (enough to refuse it)."""
+        limit = self._max_bytes + 1
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("gzip", "deflate", "x-gzip"):
+            return await response.read_all(self._timeout, limit)
+        # Sent compressed though we never asked: decode no further than the limit.
+        decoder, out = zlib.decompressobj(15 + 32), bytearray()
+        try:
+            while len(out) < limit and (chunk := await response.next_chunk(self._timeout)) is not None:
+                # Below the limit each call consumes its whole input, so nothing waits in unconsumed_tail.
+                out += decoder.decompress(chunk, limit - len(out))
+            if len(out) < limit:
+                out += decoder.flush()
+        except zlib.error:
+            raise FetchFailed(f"could not download {_label(url)} (a corrupt {encoding} body)") from None
+        return bytes(out)
+
     def _check_url(self, url: str) -> None:
+        """Refuse, before any lookup, a scheme, credentials, port or IP literal we never fetch."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise FetchRefused("only http and https URLs can be fetched")
@@ -140,6 +175,7 @@ class SafeFetcher:
 
 
 def _parse_allow(text: str) -> set[tuple[str, int]]:
+    """The test-only allow list: "host:port,[v6]:port" as {(host, port)}."""
     pairs = set()
     for item in text.split(","):
         host, _, port = item.strip().rpartition(":")
@@ -149,6 +185,13 @@ def _parse_allow(text: str) -> set[tuple[str, int]]:
 
 
 def _label(url: str) -> str:
-    # Name the host, never the path or query (they may carry a signature or a token).
+    """The URL's scheme and host only: never the path or query (they may carry a signature or a token)."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname or '?'}"
+
+
+def _wire_url(url: str) -> str:
+    """The URL with spaces and non-ASCII in its path and query percent-encoded (escapes kept), no fragment."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=quote(parts.path, safe=_URL_SAFE), query=quote(parts.query, safe=_URL_SAFE),
+                                     fragment=""))

@@ -65,6 +65,7 @@ def run_children(count: int, child: Callable[[], int]) -> int:
 
 
 def _describe(status: int) -> str:
+    """A child's wait status in words: the signal that killed it, or its exit code."""
     if os.WIFSIGNALED(status):
         return f"signal {os.WTERMSIG(status)}"
     return f"code {os.WEXITSTATUS(status)}"
