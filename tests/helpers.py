@@ -92,6 +92,20 @@ class Emulator:
     def fault(self, endpoint: str, **spec) -> None:
         self.admin("faults", {"endpoint": endpoint, **spec})
 
+    def script(self, answers: list[str] | None = None, rules: list[dict] | None = None, chunks: int | str = 1,
+               reset: bool = False) -> dict:
+        """Queue scripted answers and/or add rules ({"contains", "answer", "chunks"?, "times"?}); return the script.
+
+        `reset` clears the queue and rules first; `chunks` ("chars" = one event per character) applies to the
+        queued answers and to rules that give none.
+        """
+        body: dict = {"chunks": chunks, "reset": reset}
+        if answers is not None:
+            body["answers"] = answers
+        if rules is not None:
+            body["rules"] = rules
+        return self.admin("script", body)
+
     def refresh(self, refresh_token: str) -> requests.Response:
         """Spend `refresh_token` the way this web's own client would (the RPC, or the legacy GET)."""
         if self.web == "legacy":
