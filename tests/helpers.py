@@ -86,6 +86,26 @@ class Emulator:
     def received(self, endpoint: str = "") -> list:
         return self.http.get(f"{self.url}/_admin/received", params={"endpoint": endpoint}, timeout=10).json()
 
+    def prompts(self) -> list[dict]:
+        """Every answer turn Kimi received, oldest first: {"protocol", "chat_id", "text"} (continuations left out).
+
+        `text` is the prompt Kimi got (REST: messages[0].content; Connect: the message's text blocks);
+        `chat_id` is the chat it went to ("" for a Connect turn that starts a new chat).
+        """
+        turns = []
+        for record in self.received():
+            body = record["body"] if isinstance(record["body"], dict) else {}
+            if record["endpoint"] == "completion" and body.get("action") != "continue":
+                messages = body.get("messages") or [{}]
+                turns.append({"protocol": "rest", "chat_id": record["path"].split("/")[3],
+                              "text": str(messages[0].get("content", ""))})
+            elif record["endpoint"] == "connect_chat":
+                blocks = (body.get("message") or {}).get("blocks") or []
+                turns.append({"protocol": "connect", "chat_id": str(body.get("chat_id") or body.get("chatId") or ""),
+                              "text": "".join(str((b.get("text") or {}).get("content", "")) for b in blocks
+                                              if isinstance(b, dict) and isinstance(b.get("text"), dict))})
+        return turns
+
     def new_account(self, name: str = "") -> dict:
         return self.admin("accounts", {"name": name})
 

@@ -59,7 +59,7 @@ def _text(value: object, field: str) -> str:
 class Script:
     """The queue, the rules and how often each source answered."""
 
-    KEYS = {"answers", "rules", "chunks", "reset"}
+    KEYS = frozenset({"answers", "rules", "chunks", "reset"})
 
     def __init__(self) -> None:
         self.queue: deque[Scripted] = deque()
