@@ -86,11 +86,45 @@ class Emulator:
     def received(self, endpoint: str = "") -> list:
         return self.http.get(f"{self.url}/_admin/received", params={"endpoint": endpoint}, timeout=10).json()
 
+    def prompts(self) -> list[dict]:
+        """Every answer turn Kimi received, oldest first: {"protocol", "chat_id", "text"} (continuations left out).
+
+        `text` is the prompt Kimi got (REST: messages[0].content; Connect: the message's text blocks);
+        `chat_id` is the chat it went to ("" for a Connect turn that starts a new chat).
+        """
+        turns = []
+        for record in self.received():
+            body = record["body"] if isinstance(record["body"], dict) else {}
+            if record["endpoint"] == "completion" and body.get("action") != "continue":
+                messages = body.get("messages") or [{}]
+                turns.append({"protocol": "rest", "chat_id": record["path"].split("/")[3],
+                              "text": str(messages[0].get("content", ""))})
+            elif record["endpoint"] == "connect_chat":
+                blocks = (body.get("message") or {}).get("blocks") or []
+                turns.append({"protocol": "connect", "chat_id": str(body.get("chat_id") or body.get("chatId") or ""),
+                              "text": "".join(str((b.get("text") or {}).get("content", "")) for b in blocks
+                                              if isinstance(b, dict) and isinstance(b.get("text"), dict))})
+        return turns
+
     def new_account(self, name: str = "") -> dict:
         return self.admin("accounts", {"name": name})
 
     def fault(self, endpoint: str, **spec) -> None:
         self.admin("faults", {"endpoint": endpoint, **spec})
+
+    def script(self, answers: list[str] | None = None, rules: list[dict] | None = None, chunks: int | str = 1,
+               reset: bool = False) -> dict:
+        """Queue scripted answers and/or add rules ({"contains", "answer", "chunks"?, "times"?}); return the script.
+
+        `reset` clears the queue and rules first; `chunks` ("chars" = one event per character) applies to the
+        queued answers and to rules that give none.
+        """
+        body: dict = {"chunks": chunks, "reset": reset}
+        if answers is not None:
+            body["answers"] = answers
+        if rules is not None:
+            body["rules"] = rules
+        return self.admin("script", body)
 
     def refresh(self, refresh_token: str) -> requests.Response:
         """Spend `refresh_token` the way this web's own client would (the RPC, or the legacy GET)."""

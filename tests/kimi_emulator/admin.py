@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.kimi_emulator.base import EmulatorHandler, KimiError
+from tests.kimi_emulator.scripts import ScriptError
 from tests.kimi_emulator.state import STREAM_DEFAULTS
 
 SETTINGS = {"access_ttl", "rotation", "stream_pushing_status", "stream_pushing_scope", "camouflage_errors",
@@ -11,7 +12,7 @@ SETTINGS = {"access_ttl", "rotation", "stream_pushing_status", "stream_pushing_s
 
 
 class AdminHandler(EmulatorHandler):
-    """POST /_admin/<action>, GET /_admin/stats and /_admin/received."""
+    """POST /_admin/<action>, GET /_admin/stats, /_admin/received and /_admin/script."""
 
     def get(self, action: str) -> None:
         if action == "stats":
@@ -23,6 +24,8 @@ class AdminHandler(EmulatorHandler):
         elif action == "received":
             endpoint = self.get_argument("endpoint", "")
             self.send_json([r for r in self.state.received if not endpoint or r["endpoint"] == endpoint])
+        elif action == "script":
+            self.send_json(self.state.script.snapshot())
         else:
             raise KimiError(404, "admin.unknown", f"unknown admin action {action}")
 
@@ -51,6 +54,12 @@ class AdminHandler(EmulatorHandler):
                 self.send_json(state.models.configure(body))
             except ValueError as exc:
                 raise KimiError(400, "admin.bad", str(exc)) from None
+        elif action == "script":
+            try:
+                state.script.configure(body)
+            except ScriptError as exc:
+                raise KimiError(400, "admin.bad", str(exc)) from None
+            self.send_json(state.script.snapshot())
         elif action == "faults":
             state.faults.add(str(body["endpoint"]), body)
             self.send_json({"ok": True})

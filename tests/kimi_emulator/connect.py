@@ -11,6 +11,7 @@ import tornado.iostream
 from tests.kimi_emulator import answers, connect_files, connect_tools
 from tests.kimi_emulator.base import ClientGone, EmulatorHandler, StreamingHandler
 from tests.kimi_emulator.models import model_fields_problem
+from tests.kimi_emulator.scripts import Scripted, piece_count
 from tests.kimi_emulator.state import Chat
 from tests.kimi_emulator.tokens import AuthError, xid
 
@@ -126,9 +127,6 @@ class ConnectChatHandler(StreamingHandler):
         search = any(isinstance(t, dict) and t.get("type") == "TOOL_TYPE_SEARCH" for t in tools)
         previous = next((m["text"] for m in reversed(chat.messages) if m["role"] == "user"), "")
         turn = sum(1 for m in chat.messages if m["role"] == "user") + 1
-        template = switches["answer"]
-        text = template.format(prompt=prompt, turn=turn) if template else answers.default_answer(prompt, turn, previous)
-        text += files_note
         user_msg = {"id": xid(), "parentId": parent_id or chat.id, "role": "user", "text": prompt}
         reply = {"id": xid(), "parentId": user_msg["id"], "role": "assistant", "text": ""}
         chat.messages += [user_msg, reply]
@@ -165,14 +163,23 @@ class ConnectChatHandler(StreamingHandler):
             if not search:
                 results = connect["sandbox_search_results"]
                 await self._send_all(connect_tools.search_run("0_5", prompt, results))
-        text = connect_tools.cite(text, connect["citations"], results)
         if connect["overloaded"]:
             await self._send({"op": "set", "mask": "block.exception", "block": {"id": "0_2", "exception": {"error": {
                 "reason": "REASON_COMPLETION_OVERLOADED", "severity": "ERROR",
                 "localizedMessage": {"locale": "zh-CN", "message": "当前模型负载较高"}}}}})
             return
+        # Taken only when an answer will stream: a refused turn must not spend a test's scripted answer.
+        scripted = self.state.script.take(prompt)
+        if scripted is None:
+            template = switches["answer"]
+            text = template.format(prompt=prompt, turn=turn) if template else \
+                answers.default_answer(prompt, turn, previous)
+            # Only the echo gets the files note and a citation marker: a scripted answer stays verbatim.
+            scripted = Scripted(connect_tools.cite(text + files_note, connect["citations"], results),
+                                switches["chunks"])
         await self._send({"op": "set", "mask": "block.text", "block": {"id": "0_1", "text": {"content": ""}}})
-        for index, piece in enumerate(answers.split_text(text, switches["chunks"])):
+        pieces = answers.split_text(scripted.text, piece_count(scripted.chunks, scripted.text))
+        for index, piece in enumerate(pieces):
             if index == switches["cut_after"]:
                 self.request.connection.stream.close()
                 raise ClientGone()

@@ -9,6 +9,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from tests.kimi_emulator.models import ModelTable
+from tests.kimi_emulator.scripts import Script
 from tests.kimi_emulator.tokens import TokenAuthority, xid
 
 K1_AGENT_ID = "crm40ee9e5jvhsn7ptcg"
@@ -37,6 +38,7 @@ class Chat:
     history: list = field(default_factory=list)   # [{"role", "content"}]
     streaming: bool = False
     segments: dict = field(default_factory=dict)  # segment id -> text still owed after a `length` cap
+    segment_chunks: dict = field(default_factory=dict)  # segment id -> a scripted answer's chunks, for its rest
     protocol: str = "rest"                         # chats made over Connect cannot be deleted over REST
     messages: list = field(default_factory=list)  # Connect message tree: {"id", "parentId", "role", "text"}
 
@@ -126,6 +128,7 @@ class EmulatorState:
         self.agents = {"kimi", K1_AGENT_ID, "coo6l3pkqq4ri39f36bg"}
         self.research = {"total": 20, "used": 0}
         self.models = ModelTable()   # GetAvailableModels and the scenarios a Chat takes
+        self.script = Script()       # scripted answers: replace the echo while queued or matched
         self.received: deque = deque(maxlen=5000)
         self.uploads: dict[str, dict] = {}   # object name -> {"file_id", "data", "content_type"}
         self.files: dict[str, dict] = {}     # file id -> record

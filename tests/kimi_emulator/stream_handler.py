@@ -8,6 +8,7 @@ import tornado.iostream
 
 from tests.kimi_emulator import answers
 from tests.kimi_emulator.base import ClientGone, KimiError, StreamingHandler
+from tests.kimi_emulator.scripts import piece_count
 from tests.kimi_emulator.state import Chat
 from tests.kimi_emulator.tokens import xid
 
@@ -16,6 +17,7 @@ class CompletionStreamHandler(StreamingHandler):
     """Streams one answer; one stream per chat (or per user) at a time."""
 
     endpoint = "completion"
+    _chunks: int | str | None = None   # a scripted answer's chunks; None: the stream switch's
 
     async def post(self, chat_id: str) -> None:
         body = self.body_json()
@@ -32,6 +34,11 @@ class CompletionStreamHandler(StreamingHandler):
         text = self._answer_text(chat, body)
         if self._busy(chat):
             raise KimiError(self.state.faults.stream_pushing_status, "chat.user_stream_pushing", "已有对话流正在输出")
+        if body.get("action") != "continue":
+            # Taken only once the stream will run: a refused request must not spend a test's scripted answer.
+            scripted = self.state.script.take(answers.user_text(body))
+            if scripted is not None:
+                text, self._chunks = scripted.text, scripted.chunks
         if body.get("use_research"):
             self.state.research["used"] += 1
         chat.streaming = True
@@ -51,9 +58,11 @@ class CompletionStreamHandler(StreamingHandler):
 
     def _answer_text(self, chat: Chat, body: dict) -> str:
         if body.get("action") == "continue":
-            owed = chat.segments.pop(str(body.get("segment_id") or ""), None)
+            segment_id = str(body.get("segment_id") or "")
+            owed = chat.segments.pop(segment_id, None)
             if owed is None:
                 raise KimiError(400, "validation.error", "参数验证错误", ["unknown segment_id"])
+            self._chunks = chat.segment_chunks.pop(segment_id, None)
             return owed
         prompt = answers.user_text(body)
         if not prompt.strip():
@@ -89,7 +98,8 @@ class CompletionStreamHandler(StreamingHandler):
                 await self._send(event)
         cap = switches["length_cap"]
         sent, owed = (text, "") if not cap or len(text) <= cap else (text[:cap], text[cap:])
-        for index, piece in enumerate(answers.split_text(sent, switches["chunks"])):
+        chunks = switches["chunks"] if self._chunks is None else piece_count(self._chunks, sent)
+        for index, piece in enumerate(answers.split_text(sent, chunks)):
             if index == switches["cut_after"]:
                 self.request.connection.stream.close()
                 return
@@ -106,6 +116,8 @@ class CompletionStreamHandler(StreamingHandler):
             await self._send({"event": "rename", "text": prompt[:20] or "未命名会话"})
         if owed:
             chat.segments[req_id] = chat.segments[resp_id] = owed
+            if self._chunks is not None:
+                chat.segment_chunks[req_id] = chat.segment_chunks[resp_id] = self._chunks
             await self._send({"event": "length"})
         await self._send({"event": "all_done"})
 
