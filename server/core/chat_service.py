@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 from common.config import Config
 from server.core.answer import Answer
-from server.core.attachments import load
+from server.core.attachment_loader import load
 from server.core.conversations import Conversations
 from server.core.errors import NOT_FOUND, Failure
 from server.core.models import ModelChoice, resolve_model

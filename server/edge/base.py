@@ -21,7 +21,7 @@ log = logging.getLogger("server")
 # An incoming X-Request-Id is echoed only when it looks like an id (it goes into logs and headers).
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 # Past these a request is answered 414/431 in the envelope; HTTPServer's own max_header_size (which drops
-# the connection without a word) is set well above them, see server/__main__.py.
+# the connection without a word) is set well above them, see server/edge/serve.py.
 MAX_URI_BYTES = 8192
 MAX_HEADER_BYTES = 65536
 
