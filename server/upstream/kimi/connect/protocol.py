@@ -161,38 +161,48 @@ class ConnectTurn(Turn):
 
     async def _translate(self) -> AsyncIterator[list[Event]]:
         """Frames to batches: turn state (chat id, answer id) here, the answer's content by ChatEvents."""
-        events, batch = self._events, []
-        async for item in self._frames():
-            if item is None:
-                yield []
-                continue
-            if item is FLUSH:
-                if batch:
+        batch: list[Event] = []
+        try:
+            async for item in self._frames():
+                if item is None:
+                    yield []
+                elif item is FLUSH:
+                    if batch:
+                        yield batch
+                        batch = []
+                elif self._frame(item, batch):
                     yield batch
-                    batch = []
-                continue
-            flags, message = item
-            if flags & END_STREAM:
-                raise_end_stream(message)
-                if not self.chat_id:
-                    raise UpstreamStreamError("Kimi ended the Chat stream before it began")
-                batch.extend(events.end())
-                if not events.produced:
-                    raise UpstreamStreamError("Kimi returned an empty answer")
-                self.complete = True
-                batch.append(Finish("stop"))
-                yield batch
-                return
-            if isinstance(message.get("error"), dict):
-                raise connect_error(message["error"])
-            chat = message.get("chat")
-            if isinstance(chat, dict) and isinstance(chat.get("id"), str) and chat["id"]:
-                self.chat_id = self.chat_id or chat["id"]
-            assistant = message.get("message")
-            if isinstance(assistant, dict) and assistant.get("role") == "assistant" and assistant.get("id"):
-                self.parent_id = assistant["id"]
-            batch.extend(events.feed(message))
+                    return
+        except UpstreamError:
+            if batch:
+                yield batch   # what came before the error in the same read is the answer as far as it got
+            raise
         raise UpstreamError("Kimi's Chat stream ended without its end-of-stream frame")
+
+    def _frame(self, item: tuple[int, dict], batch: list[Event]) -> bool:
+        """One frame's events into `batch`; True at the end of the stream (a Finish is then the last event)."""
+        flags, message = item
+        events = self._events
+        if flags & END_STREAM:
+            raise_end_stream(message)
+            if not self.chat_id:
+                raise UpstreamStreamError("Kimi ended the Chat stream before it began")
+            batch.extend(events.end())
+            if not events.produced:
+                raise UpstreamStreamError("Kimi returned an empty answer")
+            self.complete = True
+            batch.append(Finish("stop"))
+            return True
+        if isinstance(message.get("error"), dict):
+            raise connect_error(message["error"])
+        chat = message.get("chat")
+        if isinstance(chat, dict) and isinstance(chat.get("id"), str) and chat["id"]:
+            self.chat_id = self.chat_id or chat["id"]
+        assistant = message.get("message")
+        if isinstance(assistant, dict) and assistant.get("role") == "assistant" and assistant.get("id"):
+            self.parent_id = assistant["id"]
+        batch.extend(events.feed(message))
+        return False
 
     async def _frames(self) -> AsyncIterator[tuple[int, dict] | dict | None]:
         """(flags, message) per new frame, FLUSH after each read, None after a keepalive's silence."""

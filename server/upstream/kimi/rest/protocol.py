@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from common.config import Account
 from server.core.errors import RATE_LIMITED, Failure
-from server.upstream.errors import UpstreamStreamError
+from server.upstream.errors import UpstreamError, UpstreamStreamError
 from server.upstream.kimi.client import FLUSH, KimiClient, KimiStream
 from server.upstream.kimi.files import refs_file_entry, upload
 from server.upstream.kimi.rest.request import completion_body, continuation_body
@@ -64,6 +64,7 @@ class RestTurn(Turn):
                  kimiplus_id: str) -> None:
         super().__init__(account, chat_id, keep)
         self._owner, self._stream, self._kimiplus_id = owner, stream, kimiplus_id
+        self._pending: list[Event] = []
 
     def close(self) -> None:
         if self.complete:
@@ -73,7 +74,18 @@ class RestTurn(Turn):
 
     async def events(self) -> AsyncIterator[list[Event]]:
         """The answer, continued past `length` caps; an empty batch during silence; raise UpstreamError."""
-        produced, continuations, batch = False, 0, []
+        try:
+            async for batch in self._batches():
+                yield batch
+        except UpstreamError:
+            if self._pending:
+                yield self._pending   # what came before the error in the same read is the answer as far as it got
+            raise
+
+    async def _batches(self) -> AsyncIterator[list[Event]]:
+        """The events of each read, gathered in `_pending` until the read is used up."""
+        produced, continuations = False, 0
+        batch = self._pending = []
         while True:
             segment_id, outcome = None, None
             async for event in self._stream.events(self._owner.keepalive):
@@ -83,7 +95,7 @@ class RestTurn(Turn):
                 if event is FLUSH:
                     if batch:
                         yield batch
-                        batch = []
+                        batch = self._pending = []
                     continue
                 kind, text = event.get("event"), event.get("text")
                 if kind == "req" and isinstance(event.get("id"), str):
