@@ -103,6 +103,9 @@ def test_slow_header_and_slow_body_connections_are_closed(tmp_path):
 @pytest.fixture(scope="module")
 def fuzz_stack(tmp_path_factory):
     stack = Stack(tmp_path_factory.mktemp("fuzz"))
+    # Kimi follows a response_format's instruction ({} fits json_object and every schema the API documents);
+    # the echo would not, and a structured answer that stays invalid is rightly a 502.
+    stack.emulator.script(rules=[{"contains": "Answer with exactly one JSON", "answer": "{}"}])
     yield stack
     stack.close()
 

@@ -1,4 +1,4 @@
-"""Structured output: extracting Kimi's JSON answer, schema checks, the re-ask and the instruction."""
+"""Structured output: extracting Kimi's JSON answer, schema checks and the re-ask."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from server.core.request import ResponseFormat
 from server.emulation import structured
-from server.emulation.structured import check_answer, instruction, reask_prompt, schema_problem
+from server.emulation.structured import check_answer, reask_prompt, schema_problem
 
 OBJECT = ResponseFormat("json_object")
 PERSON_SCHEMA = {
@@ -255,23 +255,6 @@ def test_schema_problem_on_a_deep_schema_is_a_message():
 
 
 # --- prompts ---
-
-def test_instruction_for_json_object():
-    text = instruction(OBJECT)
-    assert "exactly one JSON object" in text
-    assert "no prose" in text and "no code fences" in text
-
-
-def test_instruction_for_json_schema_holds_the_compact_schema_and_name():
-    text = instruction(PERSON)
-    assert orjson.dumps(PERSON_SCHEMA).decode() in text
-    assert '"person"' in text
-    assert "no prose" in text and "no code fences" in text
-
-
-def test_no_instruction_for_text():
-    assert instruction(ResponseFormat()) == ""
-
 
 def test_reask_names_the_problem_and_repeats_the_schema():
     message = reask_prompt(PERSON, "at $.age: 'x' is not of type 'integer'")

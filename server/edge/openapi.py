@@ -19,9 +19,29 @@ _ERRORS = {str(status): {"description": reason, "content": {"application/json": 
 _TEXT = {"type": "string", "pattern": "\\S"}   # Kimi needs some text
 _CONTENT = {"oneOf": [_TEXT, {"type": "array", "minItems": 1, "items": {"type": "object", "properties": {
     "type": {"type": "string", "enum": ["text"]}, "text": _TEXT}, "required": ["type", "text"]}}]}
-_MESSAGE = {"type": "object", "required": ["role", "content"], "properties": {
-    "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
-    "content": _CONTENT, "name": {"type": "string"}, "tool_call_id": {"type": "string"}}}
+_MESSAGE = {"oneOf": [
+    {"type": "object", "required": ["role", "content"], "additionalProperties": False, "properties": {
+        "role": {"type": "string", "enum": ["system", "developer", "user", "assistant"]},
+        "content": _CONTENT, "name": {"type": "string"}}},
+    {"type": "object", "required": ["role", "content", "tool_call_id"], "additionalProperties": False, "properties": {
+        "role": {"type": "string", "enum": ["tool"]}, "content": _CONTENT, "tool_call_id": {"type": "string"}}}]}
+_NAME = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+# A documented subset that is always valid (a named tool_choice must name an offered tool: not expressible here).
+_TOOL = {"type": "object", "required": ["type", "function"], "additionalProperties": False, "properties": {
+    "type": {"type": "string", "enum": ["function"]},
+    "function": {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {
+        "name": _NAME, "description": {"type": "string"}, "strict": {"type": "boolean"},
+        "parameters": {"type": "object", "additionalProperties": False, "properties": {
+            "type": {"type": "string", "enum": ["object"]}}}}}}}
+_RESPONSE_FORMAT = {"oneOf": [
+    {"type": "object", "required": ["type"], "additionalProperties": False,
+     "properties": {"type": {"type": "string", "enum": ["text", "json_object"]}}},
+    {"type": "object", "required": ["type", "json_schema"], "additionalProperties": False, "properties": {
+        "type": {"type": "string", "enum": ["json_schema"]},
+        "json_schema": {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {
+            "name": _NAME, "description": {"type": "string"}, "strict": {"type": "boolean"},
+            "schema": {"type": "object", "additionalProperties": False, "properties": {
+                "type": {"type": "string", "enum": ["object"]}}}}}}}]}
 _REQUEST = {"type": "object", "required": ["model", "messages"], "properties": {
     "model": {"type": "string", "enum": FALLBACK.ids() + list(CANONICAL)},
     "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
@@ -31,7 +51,10 @@ _REQUEST = {"type": "object", "required": ["model", "messages"], "properties": {
                                                                              "maximum": 1},
     "max_tokens": {"type": "integer", "minimum": 1}, "n": {"type": "integer", "enum": [1]},
     "user": {"type": "string"}, "use_search": {"type": "boolean"}, "conversation_id": {"type": "string"},
-    "reasoning_effort": {"type": "string", "enum": list(OPENAI_EFFORTS)}}}
+    "reasoning_effort": {"type": "string", "enum": list(OPENAI_EFFORTS)},
+    "tools": {"type": "array", "maxItems": 1, "items": _TOOL},
+    "tool_choice": {"type": "string", "enum": ["auto", "none"]}, "parallel_tool_calls": {"type": "boolean"},
+    "response_format": _RESPONSE_FORMAT}}
 _MODEL = {"type": "object", "required": ["id", "object", "created", "owned_by"], "properties": {
     "id": {"type": "string"}, "object": {"type": "string", "enum": ["model"]}, "created": {"type": "integer"},
     "owned_by": {"type": "string"}}}

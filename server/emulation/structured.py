@@ -1,4 +1,4 @@
-"""Structured output: the JSON instruction, extracting and checking Kimi's JSON answer, and the re-ask."""
+"""Structured output: extracting and checking Kimi's JSON answer, and the re-ask (the prompt asks for it)."""
 
 from __future__ import annotations
 
@@ -40,19 +40,6 @@ class StructuredResult:
     ok: bool
     json_text: str = ""
     problem: str = ""
-
-
-def instruction(fmt: ResponseFormat) -> str:
-    """The prompt section that asks Kimi for exactly one JSON value ("" for plain text answers)."""
-    if fmt.kind == "json_object":
-        return ("Answer with exactly one JSON object and nothing else: no prose before or after it, "
-                "no code fences, no comments.")
-    if fmt.kind == "json_schema":
-        named = f' named "{fmt.name}"' if fmt.name else ""
-        return (f"Answer with exactly one JSON value that is valid against the JSON schema{named} below, "
-                "and nothing else: no prose before or after it, no code fences, no comments.\n"
-                f"JSON schema: {_compact(fmt.schema)}")
-    return ""
 
 
 def reask_prompt(fmt: ResponseFormat, problem: str) -> str:

@@ -10,6 +10,7 @@ import orjson
 
 from server.core.errors import Failure, bad_request
 from server.core.request import ResponseFormat, Tool, ToolCallPart, ToolChoice
+from server.emulation.structured import schema_problem
 
 # OpenAI's rule for function and json_schema names.
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -225,7 +226,7 @@ def parse_tool_options(body: dict) -> ToolOptions:
 
 
 def parse_response_format(raw: object) -> ResponseFormat:
-    """text, json_object, or json_schema with its name and schema (the schema only checked to be an object)."""
+    """text, json_object, or json_schema with its name and a usable schema."""
     if raw is None:
         return ResponseFormat()
     kind = raw.get("type")
@@ -246,6 +247,8 @@ def parse_response_format(raw: object) -> ResponseFormat:
     name = _name(spec, where)
     _optional(spec, "description", str, "a string", where, "")
     schema = _optional(spec, "schema", dict, "a JSON schema object", where, None)
+    if schema is not None and (problem := schema_problem(schema)):
+        raise bad_request(f"Invalid value for '{where}.schema': {problem}", f"{where}.schema")
     strict = _optional(spec, "strict", bool, "true or false", where, False)
     return ResponseFormat(kind="json_schema", schema=schema, name=name, strict=strict)
 
