@@ -1,0 +1,76 @@
+"""Tool calls with every model flag: thinking, search, and REST's length continuation (issue 15 §2)."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from tests.helpers import Stack
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
+                                            "parameters": {"type": "object",
+                                                           "properties": {"city": {"type": "string"}}}}}
+CALL = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+USER = [{"role": "user", "content": "Weather in Paris?"}]
+
+
+@pytest.fixture(scope="module", params=["rest", "connect"])
+def flag_stack(request, tmp_path_factory):
+    stack = Stack(tmp_path_factory.mktemp(f"flags-{request.param}"), protocol=request.param)
+    yield stack
+    stack.close()
+
+
+def _ask(stack: Stack, model: str, answer: str, chunks="chars"):
+    """The whole answer and the streamed one, for the same scripted answer."""
+    stack.emulator.script(answers=[answer, answer], chunks=chunks, reset=True)
+    client = openai.OpenAI(base_url=stack.url + "/v1", api_key=Stack.API_KEY, max_retries=0)
+    whole = client.chat.completions.create(model=model, messages=USER, tools=[WEATHER]).choices[0]
+    content, reasoning, calls, finish = "", "", {}, None
+    for chunk in client.chat.completions.create(model=model, messages=USER, tools=[WEATHER], stream=True):
+        delta = chunk.choices[0].delta
+        content += delta.content or ""
+        reasoning += getattr(delta, "reasoning_content", None) or ""
+        for call in delta.tool_calls or []:
+            entry = calls.setdefault(call.index, {"name": call.function.name, "arguments": ""})
+            entry["arguments"] += call.function.arguments or ""
+        finish = chunk.choices[0].finish_reason or finish
+    streamed = (content, reasoning, [(c["name"], json.loads(c["arguments"])) for c in calls.values()], finish)
+    return whole, streamed
+
+
+def _calls(choice) -> list:
+    return [(c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls or []]
+
+
+def test_a_thinking_model_keeps_its_reasoning_beside_the_call(flag_stack):
+    whole, (content, reasoning, calls, finish) = _ask(flag_stack, "kimi-thinking", "Checking.\n" + CALL)
+    assert whole.finish_reason == finish == "tool_calls"
+    assert _calls(whole) == calls == [("get_weather", {"city": "Paris"})]
+    assert whole.message.content.strip() == content.strip() == "Checking."
+    thought = getattr(whole.message, "reasoning_content", None)
+    assert thought and thought == reasoning and "<tool_call" not in thought
+
+
+def test_a_searching_model_keeps_its_sources_beside_the_call(flag_stack):
+    whole, (content, _, calls, finish) = _ask(flag_stack, "kimi-search", CALL)
+    assert whole.finish_reason == finish == "tool_calls"
+    assert _calls(whole) == calls == [("get_weather", {"city": "Paris"})]
+    assert whole.message.content.startswith("Sources:\n1. [") and content.startswith("Sources:\n1. [")
+    assert "<tool_call" not in whole.message.content + content
+
+
+@pytest.mark.parametrize("flag_stack", ["rest"], indirect=True)   # Connect answers have no length cap
+def test_a_call_cut_by_kimis_length_cap_is_whole_after_the_continuation(flag_stack):
+    flag_stack.emulator.admin("stream", {"length_cap": 20})
+    try:
+        whole, (content, _, calls, finish) = _ask(flag_stack, "kimi", "One moment. " + CALL)
+        continued = [r for r in flag_stack.emulator.received("completion") if r["body"].get("action") == "continue"]
+        assert len(continued) >= 2 * (len("One moment. " + CALL) // 20)   # both requests went through the cap
+    finally:
+        flag_stack.emulator.admin("stream", {"length_cap": None})
+    assert whole.finish_reason == finish == "tool_calls"
+    assert _calls(whole) == calls == [("get_weather", {"city": "Paris"})]
+    assert whole.message.content.strip() == content.strip() == "One moment."
