@@ -64,7 +64,7 @@ class Services:
         self.completions = CompletionService({"rest": rest, "connect": connect}, self.pool, int(config.server["max_attempts"]),
                                              float(config.server["refresh_wait_seconds"]))
         self.chats = ChatService(self.completions, self.conversations, self.catalogs, self.fetcher,
-                                 self.max_file_bytes, self.config)
+                                 self.max_file_bytes, self.config, self.settings.keepalive_seconds)
 
     def config(self) -> Config:
         """The current config; a broken edit keeps the last good one (hot reload)."""

@@ -176,6 +176,8 @@ def test_legacy_functions_become_tools_and_function_call_the_choice():
     assert parsed.request.tool_choice == ToolChoice("named", "get_weather")
     legacy = parse_chat_request({"model": "kimi", "messages": USER, "functions": [{"name": "f"}]})
     assert legacy.legacy_functions and legacy.request.tool_choice == ToolChoice("auto")
+    # message.function_call holds one call: Kimi is never asked for several.
+    assert legacy.request.parallel_tool_calls is False
     assert parse(functions=[{"name": "f"}], function_call="none").tool_choice == ToolChoice("none")
 
 

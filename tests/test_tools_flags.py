@@ -74,3 +74,22 @@ def test_a_call_cut_by_kimis_length_cap_is_whole_after_the_continuation(flag_sta
     assert whole.finish_reason == finish == "tool_calls"
     assert _calls(whole) == calls == [("get_weather", {"city": "Paris"})]
     assert whole.message.content.strip() == content.strip() == "One moment."
+
+
+def test_a_held_structured_answer_keeps_the_stream_alive(tmp_path):
+    """While Kimi writes an answer that is checked whole before it is sent, keepalives still go out."""
+    stack = Stack(tmp_path, protocol="rest", server={"keepalive_seconds": 0.2})
+    try:
+        answer = '{"city": "Paris", "temperature": 21}'
+        stack.emulator.script(answers=[answer], chunks="chars")
+        # Each character is a delayed event: the answer takes at least 20 keepalive intervals to arrive.
+        stack.emulator.admin("stream", {"event_delay": 0.15})
+        body = {"model": "kimi", "messages": USER, "stream": True, "response_format": {"type": "json_object"}}
+        raw = stack.post(body).content
+        frames = [f for f in raw.split(b"\n\n") if f]
+        first_text = next(i for i, f in enumerate(frames) if b'"content":"{' in f)
+        assert b": keepalive" in frames[:first_text]
+        assert json.loads(frames[first_text][6:])["choices"][0]["delta"]["content"] == answer
+        assert frames[-1] == b"data: [DONE]"
+    finally:
+        stack.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 from server.core.errors import UPSTREAM_FAILED, Failure
@@ -21,8 +22,9 @@ class Answer:
     """Batches of events for one request (an empty batch: the upstream is silent, time for a keepalive)."""
 
     def __init__(self, completions: CompletionService, request: ChatRequest, choice: ModelChoice, plan: TurnPlan,
-                 prompt: str, turn: Turn) -> None:
+                 prompt: str, turn: Turn, keepalive: float) -> None:
         self.completions, self.request, self.choice, self.plan = completions, request, choice, plan
+        self.keepalive = keepalive
         self.turn = turn
         self.completion_id = turn.chat_id if plan.reply_with_chat_id else None
         self._prompts = [prompt]
@@ -48,7 +50,7 @@ class Answer:
     async def batches(self) -> AsyncIterator[list[Event]]:
         """The answer's events; a Failure when Kimi breaks off (or the structured output stays invalid)."""
         held: list[str] = []   # a structured answer is checked whole before any of it is sent
-        reasked = False
+        reasked, sent_at = False, time.monotonic()
         while True:
             finish, out = None, []
             try:
@@ -63,6 +65,12 @@ class Answer:
                         break   # the batch's events go out with the finish
                     if out or not batch:
                         yield out
+                        sent_at = time.monotonic()
+                    elif time.monotonic() - sent_at >= self.keepalive:
+                        # Kimi is writing what is held back (a structured answer, a tool call): a keepalive
+                        # keeps proxies from closing a stream that looks silent.
+                        yield []
+                        sent_at = time.monotonic()
             except UpstreamError as exc:
                 await self.completions.broke(self.turn, exc)
                 raise exc.to_failure() from None

@@ -28,9 +28,11 @@ class ChatService:
     """What every dialect's chat endpoint calls."""
 
     def __init__(self, completions: CompletionService, conversations: Conversations, catalogs: ModelCatalogs,
-                 fetcher: SafeFetcher, max_file_bytes: int, config: Callable[[], Config]) -> None:
+                 fetcher: SafeFetcher, max_file_bytes: int, config: Callable[[], Config],
+                 keepalive: float) -> None:
         self.completions, self.conversations, self.catalogs = completions, conversations, catalogs
         self.fetcher, self.max_file_bytes, self.config = fetcher, max_file_bytes, config
+        self.keepalive = keepalive
 
     def choose_model(self, request: ChatRequest) -> ModelChoice:
         """The model the request names, with its features; a Failure for an unknown one."""
@@ -64,7 +66,7 @@ class ChatService:
                 turn.keep = plan.target.chat_id is not None
                 self.completions.dispose(turn)
                 raise
-        return Answer(self.completions, request, choice, plan, prompt, turn)
+        return Answer(self.completions, request, choice, plan, prompt, turn, self.keepalive)
 
     async def forget(self, caller_id: str) -> dict:
         """Forget a stateful conversation and delete its Kimi chat: {"upstream_deleted": bool}."""

@@ -220,7 +220,8 @@ def parse_tool_options(body: dict) -> ToolOptions:
     legacy = bool(functions_raw) or body.get("function_call") is not None
     if legacy:
         tools = _functions(functions_raw)
-        return ToolOptions(tools, _function_call(body.get("function_call"), tools), parallel, True)
+        # The legacy shape holds one call (message.function_call): never ask Kimi for several.
+        return ToolOptions(tools, _function_call(body.get("function_call"), tools), False, True)
     tools = _tools(tools_raw)
     return ToolOptions(tools, _tool_choice(body.get("tool_choice"), tools), parallel, False)
 
