@@ -14,7 +14,7 @@ import pydantic
 import pytest
 import requests
 
-from tests.helpers import Stack
+from tests.sdk_bridge import SdkBridge, bridge_fixture, stack_per_protocol
 
 USER = [{"role": "user", "content": "The weather in Paris, please."}]
 WEATHER = {"city": "Paris", "temp": 21}
@@ -33,28 +33,11 @@ class Weather(pydantic.BaseModel):
     temp: float
 
 
-@pytest.fixture(scope="module", params=["rest", "connect"])
-def sdk_stack(request, tmp_path_factory):
-    """One stack per protocol for the whole module: the tests reset the emulator's script between them."""
-    stack = Stack(tmp_path_factory.mktemp(f"structured-{request.param}"), protocol=request.param)
-    yield stack
-    stack.close()
+sdk_stack = stack_per_protocol("structured")
 
 
-class Bridge:
+class Bridge(SdkBridge):
     """The SDK client on a stack, and what Kimi received since the test began."""
-
-    def __init__(self, stack: Stack) -> None:
-        self.stack, self.emulator = stack, stack.emulator
-        self.client = openai.OpenAI(base_url=stack.url + "/v1", api_key=Stack.API_KEY, max_retries=0, timeout=60)
-        self._seen = len(self.emulator.prompts())
-        self._created = self.emulator.stats()["chats_created"]
-
-    def turns(self) -> list[dict]:
-        return self.emulator.prompts()[self._seen:]
-
-    def chats_created(self) -> int:
-        return self.emulator.stats()["chats_created"] - self._created
 
     def content(self, answers: list[str], response_format: dict, stream: bool, chunks: int | str = 1) -> str:
         """Script Kimi's answers, ask with `response_format`, return the content (a stream's deltas joined)."""
@@ -67,13 +50,7 @@ class Bridge:
         return "".join(c.choices[0].delta.content or "" for c in result if c.choices)
 
 
-@pytest.fixture
-def bridge(sdk_stack):
-    sdk_stack.emulator.script(reset=True)
-    b = Bridge(sdk_stack)
-    yield b
-    b.client.close()
-    sdk_stack.emulator.script(reset=True)
+bridge = bridge_fixture(Bridge)
 
 
 def _frames(response: requests.Response) -> list[bytes]:

@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from tests.helpers import Stack
+from tests.sdk_bridge import SdkBridge, bridge_fixture, stack_per_protocol
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Get the current weather for a city",
@@ -39,29 +40,14 @@ ONE_CALL = block("get_weather", PARIS)
 TWO_CALLS = block("get_weather", PARIS) + "\n" + block("get_time", TOKYO)
 
 
-@pytest.fixture(scope="module", params=["rest", "connect"])
-def sdk_stack(request, tmp_path_factory):
-    """One stack per protocol for the whole module: the tests reset the emulator's script between them."""
-    stack = Stack(tmp_path_factory.mktemp(f"tools-{request.param}"), protocol=request.param)
-    yield stack
-    stack.close()
+sdk_stack = stack_per_protocol("tools")
 
 
-class Bridge:
+class Bridge(SdkBridge):
     """The SDK clients on a stack, and what Kimi received since the test began."""
-
-    def __init__(self, stack: Stack) -> None:
-        self.stack, self.emulator = stack, stack.emulator
-        self.client = openai.OpenAI(base_url=stack.url + "/v1", api_key=Stack.API_KEY, max_retries=0, timeout=60)
-        self._seen = len(self.emulator.prompts())
-        self._created = self.emulator.stats()["chats_created"]
 
     def async_client(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(base_url=self.stack.url + "/v1", api_key=Stack.API_KEY, max_retries=0, timeout=60)
-
-    def turns(self) -> list[dict]:
-        """The turns Kimi received during this test."""
-        return self.emulator.prompts()[self._seen:]
 
     def prompt(self) -> str:
         """The one prompt Kimi received during this test."""
@@ -69,22 +55,13 @@ class Bridge:
         assert len(turns) == 1, turns
         return turns[0]["text"]
 
-    def chats_created(self) -> int:
-        return self.emulator.stats()["chats_created"] - self._created
-
     def create(self, answer: str | list[str], chunks: int | str = 1, **kwargs):
         """Script Kimi's answer(s), then ask with the tools (unless given) and return the SDK's completion."""
         self.emulator.script(answers=[answer] if isinstance(answer, str) else answer, chunks=chunks)
         return self.client.chat.completions.create(model="kimi", **{"messages": USER, "tools": TOOLS, **kwargs})
 
 
-@pytest.fixture
-def bridge(sdk_stack):
-    sdk_stack.emulator.script(reset=True)
-    b = Bridge(sdk_stack)
-    yield b
-    b.client.close()
-    sdk_stack.emulator.script(reset=True)
+bridge = bridge_fixture(Bridge)
 
 
 def calls_of(message) -> list[tuple[str, dict]]:

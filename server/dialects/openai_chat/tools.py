@@ -117,6 +117,20 @@ def _function(obj: dict, where: str, allowed: set[str]) -> Tool:
     return Tool(name=name, description=description, parameters=parameters, strict=strict)
 
 
+def _function_entry(entry: dict, where: str, expected_type: str) -> dict:
+    """The `function` object of a `{"type": "function", "function": {...}}` entry (a tool, or a call)."""
+    if entry.get("type") is None:
+        raise missing(f"{where}.type")
+    if entry["type"] != "function":
+        raise wrong_value(f"{where}.type", expected_type)
+    function = entry.get("function")
+    if function is None:
+        raise missing(f"{where}.function")
+    if not isinstance(function, dict):
+        raise wrong_type(f"{where}.function", "an object")
+    return function
+
+
 def _tools(raw: list) -> list[Tool]:
     tools = []
     for i, entry in enumerate(raw):
@@ -124,15 +138,7 @@ def _tools(raw: list) -> list[Tool]:
         if not isinstance(entry, dict):
             raise wrong_type(where, "an object")
         _only_keys(entry, TOOL_KEYS, where)
-        if entry.get("type") is None:
-            raise missing(f"{where}.type")
-        if entry["type"] != "function":
-            raise wrong_value(f"{where}.type", "'function' (the only tool type Kimi can be given)")
-        function = entry.get("function")
-        if function is None:
-            raise missing(f"{where}.function")
-        if not isinstance(function, dict):
-            raise wrong_type(f"{where}.function", "an object")
+        function = _function_entry(entry, where, "'function' (the only tool type Kimi can be given)")
         tools.append(_function(function, f"{where}.function", FUNCTION_KEYS))
     _unique(tools, "tools[{}]", ".function.name")
     return tools
@@ -285,15 +291,7 @@ def parse_tool_calls(raw: object, where: str) -> list[ToolCallPart]:
             raise missing(f"{at}.id")
         if not isinstance(call_id, str) or not call_id:
             raise wrong_type(f"{at}.id", "a non-empty string")
-        if call.get("type") is None:
-            raise missing(f"{at}.type")
-        if call["type"] != "function":
-            raise wrong_value(f"{at}.type", "'function'")
-        function = call.get("function")
-        if function is None:
-            raise missing(f"{at}.function")
-        if not isinstance(function, dict):
-            raise wrong_type(f"{at}.function", "an object")
+        function = _function_entry(call, at, "'function'")
         _only_keys(function, {"name", "arguments"}, f"{at}.function")
         name = _history_name(function, f"{at}.function")
         calls.append(ToolCallPart(call_id, name, _arguments(function.get("arguments"), f"{at}.function.arguments")))
