@@ -93,3 +93,17 @@ def test_a_held_structured_answer_keeps_the_stream_alive(tmp_path):
         assert frames[-1] == b"data: [DONE]"
     finally:
         stack.close()
+
+
+@pytest.mark.parametrize("flag_stack", ["rest"], indirect=True)   # the byte-splitting switch is REST's
+def test_a_call_split_inside_utf8_and_data_lines_is_still_one_call(flag_stack):
+    """Kimi's bytes cut anywhere (inside UTF-8 sequences and `data:` lines) still make the same call."""
+    flag_stack.emulator.admin("stream", {"split_writes": True})
+    try:
+        answer = 'Je vérifie 🌦 ' + '<tool_call>{"name": "get_weather", "arguments": {"city": "巴黎"}}</tool_call>'
+        whole, (content, _, calls, finish) = _ask(flag_stack, "kimi", answer)
+    finally:
+        flag_stack.emulator.admin("stream", {"split_writes": False})
+    assert whole.finish_reason == finish == "tool_calls"
+    assert _calls(whole) == calls == [("get_weather", {"city": "巴黎"})]
+    assert whole.message.content.strip() == content.strip() == "Je vérifie 🌦"

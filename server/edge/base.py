@@ -14,7 +14,8 @@ import tornado.web
 
 from common.store import ConfigStore
 from server.core.errors import AUTH, BAD_REQUEST, NOT_FOUND, TOO_LARGE, Failure
-from server.dialects.openai_chat.errors import envelope
+from server.dialects.openai_chat.auth import api_key as openai_api_key
+from server.dialects.openai_chat.errors import envelope as openai_envelope
 
 log = logging.getLogger("server")
 
@@ -30,6 +31,9 @@ class ApiHandler(tornado.web.RequestHandler):
     """Every API route derives from this. `require_key = False` for /health."""
 
     require_key = True
+    # The caller's dialect: where its key is, and how its errors look (OpenAI's for every route so far).
+    locate_key = staticmethod(openai_api_key)
+    envelope = staticmethod(openai_envelope)
     access_model: str | None = None   # the request's model, for the access log
 
     def initialize(self, services) -> None:
@@ -90,10 +94,7 @@ class ApiHandler(tornado.web.RequestHandler):
         self._check_sizes()
         if self.request.method == "OPTIONS" or not self.require_key:
             return
-        header = self.request.headers.get("Authorization", "")
-        if header[:7].lower() != "bearer " or not header[7:].strip():
-            raise Failure(AUTH, "Missing API key: send it as 'Authorization: Bearer <key>'.", code="invalid_api_key")
-        given = hashlib.sha256(header[7:].strip().encode("utf-8", "surrogateescape")).digest()
+        given = hashlib.sha256(self.locate_key(self.request.headers).encode("utf-8", "surrogateescape")).digest()
         keys = self.services.config().api_keys
         # Compare digests of equal length, and every key, so timing tells nothing.
         matched = False
@@ -143,7 +144,7 @@ class ApiHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, Failure):
-            status, headers, body = envelope(exc)
+            status, headers, body = self.envelope(exc)
         elif isinstance(exc, tornado.web.HTTPError) and exc.status_code < 500:
             status, headers = exc.status_code, {}
             reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
@@ -176,13 +177,13 @@ class ApiHandler(tornado.web.RequestHandler):
                 if not self._finished:
                     self.finish()   # never leave a started response open
                 return
-            self.send_error(envelope(e)[0], exc_info=(type(e), e, e.__traceback__))
+            self.send_error(self.envelope(e)[0], exc_info=(type(e), e, e.__traceback__))
             return
         super()._handle_request_exception(e)
 
     def log_exception(self, typ, value, tb) -> None:
         if isinstance(value, Failure):
-            log.info("%s %s -> %d %s", self.request.method, self.request.path, envelope(value)[0], value.code)
+            log.info("%s %s -> %d %s", self.request.method, self.request.path, self.envelope(value)[0], value.code)
             return
         super().log_exception(typ, value, tb)
 
