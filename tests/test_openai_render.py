@@ -206,3 +206,21 @@ def test_every_kind_has_a_row_and_a_case():
 
 def test_too_large_keeps_413_for_a_status_it_does_not_own():
     assert envelope(Failure(kinds.TOO_LARGE, "big", status=500))[0] == 413
+
+
+def test_a_whole_answer_shows_sources_where_the_stream_shows_them():
+    """A source that arrives mid-answer (a second search) sits in the whole content where the stream put it."""
+    import asyncio
+
+    from server.core.collect import collect
+    events = [TextDelta("First part."), Source("Later", "https://example.com/later", "example.com"),
+              TextDelta(" Second part."), Finish("stop", Usage(1, 2))]
+
+    async def batches():
+        yield events
+    whole = asyncio.run(collect(batches()))
+    chunks = [orjson.loads(f[6:]) for f in stream([events]).split(b"\n\n") if f.startswith(b"data: {")]
+    streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c.get("choices"))
+    body = completion_body(MODEL, whole, Usage(1, 2), ID)
+    assert body["choices"][0]["message"]["content"] == streamed
+    assert streamed == "First part.Sources:\n1. [Later](https://example.com/later) (example.com)\n\n Second part."

@@ -107,3 +107,45 @@ def test_a_call_split_inside_utf8_and_data_lines_is_still_one_call(flag_stack):
     assert whole.finish_reason == finish == "tool_calls"
     assert _calls(whole) == calls == [("get_weather", {"city": "巴黎"})]
     assert whole.message.content.strip() == content.strip() == "Je vérifie 🌦"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_a_json_re_ask_with_tools_offered_answers_the_repaired_json(flag_stack, stream):
+    """The re-ask reads a fresh answer: tools offered beside a response_format do not break it."""
+    flag_stack.emulator.script(answers=["not json at all", '{"a": 1}'], chunks=3, reset=True)
+    body = {"model": "kimi", "messages": USER, "tools": [WEATHER], "response_format": {"type": "json_object"},
+            "stream": stream}
+    response = flag_stack.post(body)
+    assert response.status_code == 200, response.text
+    if stream:
+        frames = [json.loads(f[6:]) for f in response.content.split(b"\n\n") if f.startswith(b"data: {")]
+        assert not any("error" in f for f in frames) and response.content.endswith(b"data: [DONE]\n\n")
+        content = "".join(f["choices"][0]["delta"].get("content") or "" for f in frames if f["choices"])
+    else:
+        content = response.json()["choices"][0]["message"]["content"]
+    assert json.loads(content) == {"a": 1}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_a_json_answer_from_a_searching_model_is_the_bare_json(flag_stack, stream):
+    """Search sources are Markdown in OpenAI's dialect: a JSON answer leaves them out, or it would not parse."""
+    flag_stack.emulator.script(answers=['{"city": "Paris"}'], reset=True)
+    body = {"model": "kimi-search", "messages": USER, "response_format": {"type": "json_object"}, "stream": stream}
+    response = flag_stack.post(body)
+    if stream:
+        frames = [json.loads(f[6:]) for f in response.content.split(b"\n\n") if f.startswith(b"data: {")]
+        content = "".join(f["choices"][0]["delta"].get("content") or "" for f in frames if f["choices"])
+    else:
+        content = response.json()["choices"][0]["message"]["content"]
+    assert json.loads(content) == {"city": "Paris"}
+
+
+def test_a_named_tool_choice_takes_only_that_tool(flag_stack):
+    """With tool_choice naming get_time, a block calling get_weather is not a call (OpenAI never returns one)."""
+    clock = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+    flag_stack.emulator.script(answers=[CALL], reset=True)
+    client = openai.OpenAI(base_url=flag_stack.url + "/v1", api_key=Stack.API_KEY, max_retries=0)
+    choice = client.chat.completions.create(model="kimi", messages=USER, tools=[WEATHER, clock],
+                                            tool_choice={"type": "function", "function": {"name": "get_time"}})
+    assert choice.choices[0].message.tool_calls is None and choice.choices[0].finish_reason == "stop"
+    assert choice.choices[0].message.content == CALL   # visible, never dropped

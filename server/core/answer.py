@@ -6,7 +6,7 @@ import time
 from collections.abc import AsyncIterator
 
 from server.core.errors import UPSTREAM_FAILED, Failure
-from server.core.events import (Event, Finish, ReasoningDelta, Source, TextDelta, ToolCallDelta, Usage)
+from server.core.events import (Event, Failed, Finish, ReasoningDelta, Source, TextDelta, ToolCallDelta, Usage)
 from server.core.models import ModelChoice
 from server.core.request import ChatRequest
 from server.core.turn_plan import TurnPlan
@@ -19,7 +19,9 @@ from server.upstream.turn import ChatTarget, Turn, TurnRequest
 
 
 class Answer:
-    """Batches of events for one request (an empty batch: the upstream is silent, time for a keepalive)."""
+    """Batches of events for one request (an empty batch: the upstream is silent, time for a keepalive).
+
+    A failure after the answer began is the last batch: `[Failed(failure)]`."""
 
     def __init__(self, completions: CompletionService, request: ChatRequest, choice: ModelChoice, plan: TurnPlan,
                  prompt: str, turn: Turn, keepalive: float) -> None:
@@ -27,12 +29,20 @@ class Answer:
         self.keepalive = keepalive
         self.turn = turn
         self.completion_id = turn.chat_id if plan.reply_with_chat_id else None
+        self.closed = False
         self._prompts = [prompt]
         self._output: list[str] = []   # everything the answer produced, for the usage estimate
         self._reasoning: list[str] = []
-        self._parser = ToolCallParser([t.name for t in request.tools], request.parallel_tool_calls) \
-            if request.offers_tools else None
         self._structured = request.response_format if request.response_format.kind != "text" else None
+        self._parser = self._new_parser()
+
+    def _new_parser(self) -> ToolCallParser | None:
+        """A parser for the calls this request allows (a named choice allows that one tool), or None."""
+        request = self.request
+        if not request.offers_tools:
+            return None
+        names = [request.tool_choice.name] if request.tool_choice.mode == "named" else [t.name for t in request.tools]
+        return ToolCallParser(names, request.parallel_tool_calls)
 
     @property
     def model(self) -> str:
@@ -41,6 +51,7 @@ class Answer:
 
     def close(self) -> None:
         """The caller hung up: close the upstream request at once rather than let it run on."""
+        self.closed = True
         self.turn.close()
 
     def dispose(self) -> None:
@@ -48,7 +59,14 @@ class Answer:
         self.completions.dispose(self.turn)
 
     async def batches(self) -> AsyncIterator[list[Event]]:
-        """The answer's events; a Failure when Kimi breaks off (or the structured output stays invalid)."""
+        """The answer's events, then a Finish; or a Failed when Kimi breaks off or the JSON stays invalid."""
+        try:
+            async for batch in self._batches():
+                yield batch
+        except Failure as failure:
+            yield [Failed(failure)]
+
+    async def _batches(self) -> AsyncIterator[list[Event]]:
         held: list[str] = []   # a structured answer is checked whole before any of it is sent
         reasked, sent_at = False, time.monotonic()
         while True:
@@ -86,14 +104,15 @@ class Answer:
                     reasked, held = True, []
                     if last:
                         yield last   # reasoning of the first attempt: the JSON itself is still held
-                    await self._reask(result.problem)
+                    if not await self._reask(result.problem):
+                        return   # the caller hung up meanwhile
                     continue
                 if not result.ok:
                     raise Failure(UPSTREAM_FAILED, "Kimi's answer is not the JSON value the response_format asks "
                                   f"for, even after one re-ask: {result.problem}", code="invalid_structured_output")
                 last.append(TextDelta(result.json_text))
             elif held:
-                last.append(TextDelta("".join(held)))
+                last.append(TextDelta("".join(held)))   # text beside tool calls: no JSON was due
             await self._answered()
             reason = "tool_calls" if self._calls else finish.reason
             yield last + [Finish(reason, self._usage())]
@@ -107,7 +126,8 @@ class Answer:
             self._reasoning.append(event.text)
             out.append(event)
         elif isinstance(event, Source):
-            if not self.choice.silent:
+            # A silent model shows none; nor does a JSON answer, which must be the JSON value and nothing else.
+            if not self.choice.silent and self._structured is None:
                 out.append(event)
         else:
             out.append(event)
@@ -127,8 +147,10 @@ class Answer:
     def _calls(self) -> int:
         return self._parser.calls if self._parser is not None else 0
 
-    async def _reask(self, problem: str) -> None:
-        """Ask again in the same Kimi chat, naming what was wrong; that chat's fate goes with the new turn."""
+    async def _reask(self, problem: str) -> bool:
+        """Ask again in the same Kimi chat, naming what was wrong; that chat's fate goes with the new turn.
+
+        False when the caller hung up while Kimi was being asked (the new turn is closed at once)."""
         first = self.turn
         target = ChatTarget(self.choice.agent_id, first.account.name, first.chat_id, first.parent_id, first.protocol,
                             keep=first.keep)
@@ -137,6 +159,11 @@ class Answer:
         self.turn = await self.completions.open(target, TurnRequest(prompt, self.choice, self.request.use_search))
         first.keep = True   # the chat lives on in the re-ask; it is deleted (or kept) with the last turn
         self.completions.dispose(first)
+        self._parser = self._new_parser()   # a fresh answer: its calls, if any, are counted anew
+        if self.closed:
+            self.turn.close()
+            return False
+        return True
 
     async def _answered(self) -> None:
         """Before the last event goes out: a Connect conversation continues after this answer next time."""

@@ -86,8 +86,13 @@ class ChatService:
 
 
 def _attachments(request: ChatRequest, plan: TurnPlan) -> list:
-    """Every user attachment for a new chat; only the newest user message's when Kimi keeps the history."""
+    """Every user attachment for a new chat; when Kimi keeps the history, those of the user messages after its
+    last answer (the messages the prompt sends), or the newest user message's when it has no answer yet."""
     users = [m for m in request.messages if m.role == "user"]
     if plan.continuing:
-        users = users[-1:]
+        answered = [i for i, m in enumerate(request.messages) if m.role == "assistant"]
+        if answered:
+            users = [m for m in request.messages[answered[-1] + 1:] if m.role == "user"]
+        else:
+            users = users[-1:]
     return [a for m in users for a in m.attachments]

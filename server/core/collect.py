@@ -4,23 +4,27 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from server.core.events import Collected, Event, Finish, ReasoningDelta, Source, TextDelta, ToolCallEnd
+from server.core.events import Collected, Event, Failed, Finish, ReasoningDelta, Source, TextDelta, ToolCallEnd
 
 
 async def collect(batches: AsyncIterator[list[Event]]) -> Collected:
-    """Read the answer to its end; a Failure raised by the answer passes through."""
+    """Read the answer to its end; a Failed event is raised as its Failure."""
     whole, text, reasoning = Collected(), [], []
     async for batch in batches:
         for event in batch:
             if isinstance(event, TextDelta):
                 text.append(event.text)
+                whole.content.append(event)
             elif isinstance(event, ReasoningDelta):
                 reasoning.append(event.text)
             elif isinstance(event, ToolCallEnd):
                 whole.calls.append(event)
             elif isinstance(event, Source):
                 whole.sources.append(event)
+                whole.content.append(event)
             elif isinstance(event, Finish):
                 whole.finish = event
+            elif isinstance(event, Failed):
+                raise event.failure
     whole.text, whole.reasoning = "".join(text), "".join(reasoning)
     return whole

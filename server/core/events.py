@@ -100,3 +100,4 @@ class Collected:
     calls: list[ToolCallEnd] = field(default_factory=list)
     sources: list[Source] = field(default_factory=list)
     finish: Finish | None = None
+    content: list[TextDelta | Source] = field(default_factory=list)   # text and sources in arrival order

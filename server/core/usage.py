@@ -15,14 +15,3 @@ def estimate_tokens(text: str) -> int:
         return 0
     wide = len(_WIDE.findall(text))
     return wide + math.ceil((len(text) - wide) / 4)
-
-
-def usage(prompt: str, completion: str, reasoning: str = "") -> dict:
-    """An OpenAI `usage` object from estimates."""
-    prompt_tokens = estimate_tokens(prompt)
-    completion_tokens = estimate_tokens(completion) + estimate_tokens(reasoning)
-    body = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
-    if reasoning:
-        body["completion_tokens_details"] = {"reasoning_tokens": estimate_tokens(reasoning)}
-    return body

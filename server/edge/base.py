@@ -31,6 +31,7 @@ class ApiHandler(tornado.web.RequestHandler):
     """Every API route derives from this. `require_key = False` for /health."""
 
     require_key = True
+    client_gone = False   # the caller hung up (set by handlers that stream, and by the SSE writer)
     # The caller's dialect: where its key is, and how its errors look (OpenAI's for every route so far).
     locate_key = staticmethod(openai_api_key)
     envelope = staticmethod(openai_envelope)

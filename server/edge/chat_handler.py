@@ -17,7 +17,6 @@ class ChatCompletionsHandler(ApiHandler):
     def initialize(self, services) -> None:
         super().initialize(services)
         self._answer: Answer | None = None
-        self.client_gone = False
 
     @property
     def _turn(self):

@@ -9,8 +9,8 @@ from typing import Protocol
 import tornado.iostream
 import tornado.web
 
-from server.core.errors import Failure
-from server.core.events import Event, Finish
+from server.core.errors import INTERNAL, Failure
+from server.core.events import Event, Failed, Finish
 
 log = logging.getLogger("server.chat")
 
@@ -18,7 +18,7 @@ KEEPALIVE = b": keepalive\n\n"
 
 
 class Renderer(Protocol):
-    """What a dialect's stream renderer offers the writer."""
+    """What a dialect's stream renderer offers the writer (a Failed event renders as its error frame)."""
 
     def head(self) -> bytes: ...
     def batch(self, events: list[Event]) -> bytes: ...
@@ -27,14 +27,10 @@ class Renderer(Protocol):
 
 
 class SseWriter:
-    """Writes one streamed answer to a Tornado handler; pacing (when to flush, keepalives) is decided here."""
+    """Writes one streamed answer to a handler with a `client_gone` flag (set on disconnect, and here)."""
 
     def __init__(self, handler: tornado.web.RequestHandler) -> None:
-        self.handler = handler   # its `client_gone` flag is set by on_connection_close, and here
-
-    @property
-    def client_gone(self) -> bool:
-        return self.handler.client_gone
+        self.handler = handler
 
     def start(self) -> None:
         handler = self.handler
@@ -43,7 +39,7 @@ class SseWriter:
         handler.set_header("X-Accel-Buffering", "no")
 
     async def stream(self, renderer: Renderer, batches: AsyncIterator[list[Event]]) -> None:
-        """Head, then one write per batch, then the tail; a Failure after the head is an error frame and the end."""
+        """Head, one write per batch, the tail; after a failure its error frame ends the stream (no [DONE])."""
         self.start()
         finish = None
         try:
@@ -52,22 +48,33 @@ class SseWriter:
                 if not batch:
                     await self._send(KEEPALIVE)
                     continue
-                for event in batch:
-                    if isinstance(event, Finish):
-                        finish = event
+                last = batch[-1]
+                if isinstance(last, Failed):
+                    await self._fail(renderer, batch, last.failure)
+                    return
+                if isinstance(last, Finish):
+                    # The last frames leave with the end of the response, in one write.
+                    finish = last
+                    self.handler.write(renderer.batch(batch))
+                    break
                 if data := renderer.batch(batch):
                     # One write per upstream read, however many events it held.
                     await self._send(data)
-            # The last frames leave with the end of the response, in one write.
             self.handler.write(renderer.tail(finish.usage if finish else None))
         except tornado.iostream.StreamClosedError:
             return
-        except Failure as failure:
-            if self.client_gone:
-                return
-            # Headers are out: the error goes in a frame, and no [DONE] follows a broken answer.
-            log.warning("stream failed after it started: %s", failure.message)
-            await self._send(renderer.error(failure), swallow=True)
+        except Exception:
+            # A bug of ours after the head went out: say so in a frame rather than end as if complete.
+            log.exception("stream failed after it started")
+            await self._send(renderer.error(Failure(INTERNAL, "Internal server error.", code="internal_error")),
+                             swallow=True)
+        self.handler.finish()
+
+    async def _fail(self, renderer: Renderer, batch: list[Event], failure: Failure) -> None:
+        if self.handler.client_gone:
+            return
+        log.warning("stream failed after it started: %s", failure.message)
+        await self._send(renderer.batch(batch), swallow=True)
         self.handler.finish()
 
     async def _send(self, frame: bytes, swallow: bool = False) -> None:
@@ -80,5 +87,5 @@ class SseWriter:
             if not swallow:
                 raise
             return
-        if self.client_gone and not swallow:
+        if self.handler.client_gone and not swallow:
             raise tornado.iostream.StreamClosedError()

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
-import orjson
-
 from server.core.request import ChatRequest, Message, ResponseFormat, ToolResultPart
+from server.emulation.json_text import NAMED_SCHEMAS, compact_json
+from server.emulation.tool_parser import CLOSE as CALL_CLOSE, OPEN as CALL_OPEN
 
 LABELS = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool result"}
-CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
+
 
 # JSON-schema keywords whose value maps names to subschemas: their keys are the caller's names (a property may well
 # be called "title"), so they are never dropped as keywords.
-_NAMED_SUBSCHEMAS = {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
 _SUBSCHEMA = {"items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames",
               "unevaluatedItems", "unevaluatedProperties", "additionalItems", "contentSchema"}
 _SUBSCHEMA_LISTS = {"anyOf", "allOf", "oneOf", "prefixItems"}
@@ -93,7 +90,7 @@ def _call_names(messages: list[Message]) -> dict[str, str]:
 
 def call_markup(name: str, arguments: dict) -> str:
     """One call as the markup Kimi is told to write: `<tool_call>{"name":...,"arguments":{...}}</tool_call>`."""
-    return CALL_OPEN + _json({"name": name, "arguments": arguments}) + CALL_CLOSE
+    return CALL_OPEN + compact_json({"name": name, "arguments": arguments}) + CALL_CLOSE
 
 
 def tools_section(request: ChatRequest) -> str:
@@ -103,7 +100,7 @@ def tools_section(request: ChatRequest) -> str:
               "code sandbox). Never run them yourself and never invent their results."), "Functions:"]
     for tool in request.tools:
         lines.append(f"- {tool.name}: {tool.description}" if tool.description else f"- {tool.name}")
-        lines.append("  Parameters (JSON schema): " + _json(slim_schema(tool.parameters)))
+        lines.append("  Parameters (JSON schema): " + compact_json(slim_schema(tool.parameters)))
     lines.append("To call a function, write this block, with arguments as a JSON object matching its parameters:")
     lines.append(CALL_OPEN + '{"name": "...", "arguments": {...}}' + CALL_CLOSE)
     if request.parallel_tool_calls:
@@ -130,7 +127,7 @@ def slim_schema(schema: object) -> object:
     for key, value in schema.items():
         if key in ("$schema", "title") or (key == "additionalProperties" and value is False):
             continue
-        if key in _NAMED_SUBSCHEMAS and isinstance(value, dict):
+        if key in NAMED_SCHEMAS and isinstance(value, dict):
             value = {name: slim_schema(sub) for name, sub in value.items()}
         elif key in _SUBSCHEMA:
             value = [slim_schema(s) for s in value] if isinstance(value, list) else slim_schema(value)
@@ -147,14 +144,6 @@ def format_instruction(fmt: ResponseFormat) -> str:
         return f"Answer with exactly one JSON object. {bare}"
     if fmt.kind == "json_schema":
         named = f' "{fmt.name}"' if fmt.name else ""
-        schema = _json(fmt.schema if fmt.schema is not None else {})
+        schema = compact_json(fmt.schema if fmt.schema is not None else {})
         return f"Answer with exactly one JSON value, valid against the JSON schema{named}: {schema} {bare}"
     raise ValueError(f"response_format.kind: expected text, json_object or json_schema, got {fmt.kind!r}")
-
-
-def _json(value: object) -> str:
-    """Compact JSON, non-ASCII kept; the stdlib for what orjson refuses (integers beyond 64 bits a caller may send)."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

@@ -16,6 +16,7 @@ from referencing import Resource
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
+from server.emulation.json_text import NAMED_SCHEMAS, compact_json
 from server.core.request import ResponseFormat
 
 PROBLEM_LIMIT = 300          # one short line: it goes into a re-ask prompt and a 502 message
@@ -27,8 +28,6 @@ _CLOSER = {"{": "}", "[": "]"}
 _OPENERS = re.compile(r"[{\[]")
 # Keywords whose values are data, not subschemas: a "$ref" key inside them is not a reference.
 _DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples"})
-_NAMED_SCHEMAS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas",
-                            "dependencies"})
 _TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
                int: "a number", float: "a number", type(None): "null"}
 
@@ -49,7 +48,7 @@ def reask_prompt(fmt: ResponseFormat, problem: str) -> str:
             f"{'JSON object' if fmt.kind == 'json_object' else 'JSON value'}: no prose, no code fences.")
     if fmt.kind == "json_schema":
         # Repeated because a long chat may have pushed the first statement of it out of focus.
-        text += f"\nIt must be valid against this JSON schema: {_compact(fmt.schema)}"
+        text += f"\nIt must be valid against this JSON schema: {compact_json(fmt.schema if fmt.schema is not None else {})}"
     return text
 
 
@@ -253,15 +252,10 @@ def _refs(node: object, path: str, named: bool = False):
             elif key == "$ref" and isinstance(child, str):
                 yield f"{path}.$ref", child
             elif key not in _DATA_KEYWORDS:
-                yield from _refs(child, f"{path}.{key}", key in _NAMED_SCHEMAS)
+                yield from _refs(child, f"{path}.{key}", key in NAMED_SCHEMAS)
     elif isinstance(node, list):
         for index, child in enumerate(node):
             yield from _refs(child, f"{path}[{index}]")
-
-
-def _compact(schema: dict | None) -> str:
-    """The schema as compact JSON, keys in the caller's order."""
-    return orjson.dumps(schema if schema is not None else {}).decode()
 
 
 def _type_name(value: object) -> str:

@@ -147,12 +147,16 @@ class StreamRenderer:
 
 
 def _content(collected: Collected) -> str:
-    """The visible text: the sources as Markdown, a blank line, then the answer (sources come first)."""
-    lines = SourceLines()
-    text = "".join(lines.line(source) for source in collected.sources)
-    if collected.text:
-        text += lines.separator() + collected.text
-    return text
+    """The visible text as a stream shows it: sources as Markdown where they arrived, a blank line before the
+    text that follows them."""
+    lines, parts = SourceLines(), []
+    items = collected.content or [*collected.sources, TextDelta(collected.text)]
+    for item in items:
+        if isinstance(item, Source):
+            parts.append(lines.line(item))
+        elif item.text:
+            parts.append(lines.separator() + item.text)
+    return "".join(parts)
 
 
 def completion_body(model: str, collected: Collected, usage: Usage, completion_id: str | None = None,

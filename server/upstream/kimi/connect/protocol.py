@@ -16,7 +16,7 @@ from server.core.errors import BAD_REQUEST, Failure
 from server.upstream.errors import UpstreamError, UpstreamStreamError
 from server.upstream.kimi.client import FLUSH, KimiClient, paced_chunks
 from server.upstream.kimi.files import file_block, upload_over_connect
-from server.core.events import Event, Finish, ReasoningDelta, TextDelta
+from server.core.events import Event, Finish, ReasoningDelta, Source, TextDelta
 from server.upstream.turn import ChatTarget, Protocol, Turn, TurnRequest
 from server.upstream.http import HttpResponse
 from server.upstream.catalog_cache import ModelCatalogs
@@ -148,7 +148,7 @@ class ConnectTurn(Turn):
             if not self.chat_id:
                 continue
             if not batch or time.monotonic() >= deadline or any(
-                    isinstance(e, (TextDelta, ReasoningDelta, Finish)) for e in batch):
+                    isinstance(e, (TextDelta, ReasoningDelta, Source, Finish)) for e in batch):
                 return
 
     async def events(self) -> AsyncIterator[list[Event]]:
