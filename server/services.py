@@ -12,7 +12,7 @@ from server.upstream.accounts import AccountPool
 from server.upstream.catalog_cache import ModelCatalogs
 from server.upstream.completion_service import CompletionService
 from server.upstream.kimi.connect.protocol import ConnectProtocol
-from server.core.chat_service import ChatService
+from server.chat.service import ChatService
 from server.core.conversations import Conversations
 from server.upstream.kimi.client import KimiClient, Timeouts
 from server.core.models import legacy_flags

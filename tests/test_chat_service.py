@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from server.core.attachments import Attachment
-from server.core.chat_service import _attachments
+from server.chat.service import _attachments
 from server.core.request import AttachmentPart, ChatRequest, Message, TextPart, ToolResultPart
-from server.core.turn_plan import TurnPlan
+from server.chat.turn_plan import TurnPlan
 from server.upstream.turn import ChatTarget
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.core.answer import Answer
+from server.chat.answer import Answer
 from server.core.collect import collect
 from server.core.errors import METHOD_NOT_ALLOWED, Failure
 from server.dialects.openai_chat.render import StreamRenderer, completion_body

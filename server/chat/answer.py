@@ -9,7 +9,7 @@ from server.core.errors import UPSTREAM_FAILED, Failure
 from server.core.events import (Event, Failed, Finish, ReasoningDelta, Source, TextDelta, ToolCallDelta, Usage)
 from server.core.models import ModelChoice
 from server.core.request import ChatRequest
-from server.core.turn_plan import TurnPlan
+from server.chat.turn_plan import TurnPlan
 from server.core.usage import estimate_tokens
 from server.emulation.structured import check_answer, reask_prompt
 from server.emulation.tool_parser import ToolCallParser

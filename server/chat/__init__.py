@@ -1,0 +1,1 @@
+"""The chat service: plan a turn, ask Kimi, and read the answer through the emulation (what every dialect calls)."""
