@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.core.events import TextDelta, ToolCallDelta, ToolCallEnd, ToolCallStart
-from server.emulation.tool_parser import ToolCallParser, new_call_id
+from server.emulation.tool_parser import CLOSE, OPEN, ToolCallParser, new_call_id
 
 TOOLS = ("get_weather", "search")
 
@@ -175,6 +175,111 @@ def test_feed_after_end_is_an_error():
         parser.feed("x")
 
 
+def test_the_tags_are_public_for_the_prompt():
+    assert (OPEN, CLOSE) == ("<tool_call>", "</tool_call>")
+
+
+BAD = '<tool_call>{"name": "nope"}</tool_call>'
+
+
+@pytest.mark.parametrize("answer, expected", [
+    (block("search", {}) + "</tool_call>", ""),
+    (block("search", {}) + "\n </tool_call>\n\nDone.", "\n\nDone."),
+    (block("search", {}) + "</tool_call></tool_call>", "</tool_call>"),
+])
+def test_a_stray_closing_tag_right_after_a_call_is_dropped(answer, expected):
+    assert run(list(answer))[:2] == (expected, [("search", {})])
+    assert run([answer])[:2] == (expected, [("search", {})])
+
+
+@pytest.mark.parametrize("answer, expected, calls", [
+    ("Text </tool_call> more", "Text </tool_call> more", 0),
+    (BAD + "</tool_call>", BAD + "</tool_call>", 0),
+    (block("search", {}) + " ok </tool_call>", " ok </tool_call>", 1),
+    (block("search", {}) + "\n```\n</tool_call>", "\n```\n</tool_call>", 1),
+])
+def test_a_closing_tag_anywhere_else_is_plain_text(answer, expected, calls):
+    text, found, _ = run([answer])
+    assert (text, len(found)) == (expected, calls)
+
+
+def test_a_stray_closing_tag_after_a_dropped_call_is_dropped_too():
+    answer = block("search", {"q": 1}) + "\n" + block("search", {"q": 2}) + "</tool_call>"
+    assert run([answer], parallel=False)[:2] == ("", [("search", {"q": 1})])
+
+
+@pytest.mark.parametrize("answer, expected", [
+    ("```xml\n" + block("search", {}) + "\n```", ""),
+    ("```json\n" + block("search", {}) + "\n```\n", ""),
+    ("```\n" + block("search", {}) + "\n```", ""),
+    ("```" + block("search", {}) + "```", ""),
+    ("Let me check:\n```xml\n" + block("search", {}) + "\n\n" + block("search", {}) + "\n```\nDone.",
+     "Let me check:\nDone."),
+    ("```xml\n" + block("search", {}) + "\n", ""),   # the answer ends inside the fence
+    ("```xml\n" + block("search", {}) + "</tool_call>\n```", ""),
+])
+def test_a_fence_of_only_calls_vanishes_with_them(answer, expected):
+    text, calls, _ = run([answer])
+    assert text == expected and calls and all(call == ("search", {}) for call in calls)
+
+
+@pytest.mark.parametrize("answer, expected, calls", [
+    ("```python\nprint(1 < 2)\n```\n", "```python\nprint(1 < 2)\n```\n", 0),
+    ("```xml\n" + block("search", {}) + "\nSee above.\n```", "```xml\nSee above.\n```", 1),
+    ("```\n" + BAD + "\n```", "```\n" + BAD + "\n```", 0),
+    ("```\n" + block("search", {}) + "\n" + BAD + "\n```", "```\n" + BAD + "\n```", 1),
+    ("```\n<b>x</b>\n" + block("search", {}), "```\n<b>x</b>", 1),
+    (block("search", {}) + "\n```\n", "\n```\n", 1),   # a closing fence with no opener
+    ("a ``` b ```` c `` d `x`", "a ``` b ```` c `` d `x`", 0),
+    ("````xml\n" + block("search", {}) + "\n````", "````xml\n````", 1),
+    ("```" + "x" * 40 + "\n" + block("search", {}), "```" + "x" * 40, 1),
+    ("```\n```xml\n" + block("search", {}) + "\n```", "```", 1),   # an empty fence, then one of calls
+])
+def test_a_fence_holding_real_text_stays(answer, expected, calls):
+    for chunks in ([answer], list(answer)):
+        text, found, _ = run(chunks)
+        assert (text, len(found)) == (expected, calls)
+
+
+@pytest.mark.parametrize("args", [{"q": "a </tool_call> b"}, {"q": "</tool_call>", "r": "x</tool_call>y"},
+                                  {"q": "<tool_call>"}])
+def test_a_closing_tag_inside_a_json_string_is_argument_text(args):
+    answer = "Sure.\n" + block("search", args) + "\nDone."
+    assert run([answer])[:2] == ("Sure.\nDone.", [("search", args)])
+    assert run(list(answer))[:2] == ("Sure.\nDone.", [("search", args)])
+
+
+def test_an_unclosed_call_with_a_closing_tag_in_a_string_is_still_a_call():
+    answer = '<tool_call>{"name": "search", "arguments": {"q": "a</tool_call>b"}}'
+    assert run(list(answer))[:2] == ("", [("search", {"q": "a</tool_call>b"})])
+
+
+@pytest.mark.parametrize("answer, expected, calls", [
+    # The string never ends: the block ended at its first closing tag and was no call.
+    ('<tool_call>{"name": "search", "arguments": {"q": "a</tool_call> then text',
+     '<tool_call>{"name": "search", "arguments": {"q": "a</tool_call> then text', 0),
+    # The string ends, but the object breaks after it: the next block is still found.
+    ('A <tool_call>{"name": "search", "arguments": {"q": "a</tool_call> B <tool_call>{"name": "search"}</tool_call>',
+     'A <tool_call>{"name": "search", "arguments": {"q": "a</tool_call> B', 1),
+    # A whole object past the tag that is no call stays visible, tags and all.
+    ('<tool_call>{"name": "nope", "q": "a</tool_call>b"}</tool_call>.',
+     '<tool_call>{"name": "nope", "q": "a</tool_call>b"}</tool_call>.', 0),
+])
+def test_a_closing_tag_in_a_broken_string_still_ends_the_block(answer, expected, calls):
+    for chunks in ([answer], list(answer)):
+        text, found, _ = run(chunks)
+        assert (text, len(found)) == (expected, calls)
+
+
+def test_a_broken_block_does_not_hold_back_what_follows_it():
+    parser = ToolCallParser(TOOLS)
+    events = parser.feed('A <tool_call>{"name": "search", "arguments": {"q": "a</tool_call> B <tool_call>{"name": '
+                         '"search"}</tool_call> C')
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert text == 'A <tool_call>{"name": "search", "arguments": {"q": "a</tool_call> B C'   # before end()
+    assert [e.name for e in events if isinstance(e, ToolCallEnd)] == ["search"]
+
+
 # Scripted answers and what the client must see, however they are split.
 SCRIPTS = [
     ("Hello <b>world</b>, 1 < 2 and <tool_ nothing.\n", "Hello <b>world</b>, 1 < 2 and <tool_ nothing.\n", 0),
@@ -186,6 +291,12 @@ SCRIPTS = [
      + '{"name": "search", "arguments": "{}"}', "x< <tool_call>{bad}</tool_call> y", 2),
     (block("search", {"q": "😀"}) + "\n  Done 🎉  ", "\n  Done 🎉  ", 1),
     ('Ok.\n<tool_call>{"name": "search", "arguments": {"q": "<b>"}}\nWaiting.', "Ok.\nWaiting.", 1),
+    ("Both:\n```xml\n" + block("search", {}) + "\n</tool_call>\n" + block("get_weather", {}) + "\n```\n`x` ```py\n"
+     + "1 < 2\n```", "Both:\n`x` ```py\n1 < 2\n```", 2),
+    (block("search", {"q": "a</tool_call>b"}) + "</tool_call> ```\n" + block("search", {"q": "</tool_call>"}) + "\n```",
+     "", 2),
+    ('<tool_call>{"name": "search", "arguments": {"q": "a</tool_call> B <tool_call>{"name": "search"}</tool_call>\n',
+     '<tool_call>{"name": "search", "arguments": {"q": "a</tool_call> B', 1),
 ]
 
 
@@ -201,7 +312,7 @@ def check(chunks, expected_text, expected_calls, valid_only):
 
 @pytest.mark.parametrize("answer, expected_text, expected_calls", SCRIPTS)
 def test_every_single_cut_gives_the_same_content_and_calls(answer, expected_text, expected_calls):
-    valid_only = "<tool_call>{bad}" not in answer
+    valid_only = "<tool_call>{bad}" not in answer and " B <" not in answer
     whole = check([answer], expected_text, expected_calls, valid_only)
     assert check(list(answer), expected_text, expected_calls, valid_only) == whole
     for cut in range(1, len(answer)):
@@ -214,6 +325,6 @@ def test_random_multi_cut_splits_give_the_same_content_and_calls(script, cuts):
     answer, expected_text, expected_calls = script
     bounds = sorted({0, len(answer), *(c % (len(answer) + 1) for c in cuts)})
     chunks = [answer[a:b] for a, b in itertools.pairwise(bounds)]
-    valid_only = "<tool_call>{bad}" not in answer
+    valid_only = "<tool_call>{bad}" not in answer and " B <" not in answer
     assert check(chunks, expected_text, expected_calls, valid_only) == check([answer], expected_text,
                                                                               expected_calls, valid_only)
