@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.core.events import TextDelta, ToolCallDelta, ToolCallEnd, ToolCallStart
-from server.emulation.tool_parser import CLOSE, OPEN, ToolCallParser, new_call_id
+from server.emulation.tool_markup import CLOSE, OPEN, new_call_id
+from server.emulation.tool_parser import ToolCallParser
 
 TOOLS = ("get_weather", "search")
 

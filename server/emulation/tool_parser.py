@@ -14,85 +14,21 @@ the next tag after the object, found with raw_decode, tried only when the quick 
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import secrets
 from collections.abc import Callable, Collection
 
 import orjson
 
-from server.core.events import (
-    Event,
-    TextDelta,
-    ToolCallDelta,
-    ToolCallEnd,
-    ToolCallStart,
-)
+from server.core.events import Event, TextDelta, ToolCallDelta, ToolCallEnd, ToolCallStart
+from server.emulation.tool_markup import (CLOSE, IN_STRING, NOT_JSON, OPEN, new_call_id, object_end, parse_block,
+                                          value_end)
 
 log = logging.getLogger("server.emulation.tool_parser")
 
-OPEN = "<tool_call>"
-CLOSE = "</tool_call>"
-# A fence the model may wrap the JSON in, inside the tags: ```json ... ``` or a bare ``` ... ```.
-_FENCE = re.compile(r"\A```[A-Za-z0-9_-]*\s*(.*?)\s*(?:```)?\Z", re.DOTALL)
-_DECODER = json.JSONDecoder()   # raw_decode finds where a JSON value ends; orjson has no such call
-# What may precede a block's JSON object: whitespace and a fence opener.
-_JSON_LEAD = re.compile(r"\s*(?:```[A-Za-z0-9_-]*\s*)?")
 _SPECIAL = re.compile(r"[<`]")   # outside blocks only these can start markup
 _INFO = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+.-")   # a fence's language
 _MAX_INFO = 32   # a longer word after ``` is not a language name: no reason to hold it back
-_IN_STRING = -1   # _object_end: the text ends inside a JSON string
-_NOT_JSON = -2    # _object_end: no JSON object can start the text, whatever follows
-
-
-def new_call_id() -> str:
-    """A fresh tool-call id: call_ and 24 random hex digits."""
-    return "call_" + secrets.token_hex(12)
-
-
-def parse_block(body: str, tool_names: Collection[str]) -> tuple[str, dict] | str:
-    """The (name, arguments) a block's body spells, or why it is not a valid call."""
-    text = body.strip()
-    fenced = _FENCE.match(text) if text.startswith("```") else None
-    if fenced:
-        text = fenced.group(1)
-    try:
-        obj = orjson.loads(text)
-    except orjson.JSONDecodeError as e:
-        return f"no valid JSON ({e})"
-    if not isinstance(obj, dict):
-        return f"the block holds a JSON {type(obj).__name__}, not an object"
-    if "name" not in obj and isinstance(obj.get("function"), dict):
-        obj = obj["function"]   # the OpenAI wire shape {"type": "function", "function": {...}}, which models imitate
-    name = obj.get("name")
-    if not isinstance(name, str) or name not in tool_names:
-        return f"tool name {name!r} was not offered"
-    args = obj["arguments"] if "arguments" in obj else obj.get("parameters")
-    if isinstance(args, str):
-        # Models copy the OpenAI wire format, where arguments are a JSON string.
-        try:
-            args = orjson.loads(args) if args.strip() else None
-        except orjson.JSONDecodeError as e:
-            return f"arguments are a string that is not JSON ({e})"
-    if args is None:
-        args = {}
-    if not isinstance(args, dict):
-        return f"arguments are a JSON {type(args).__name__}, not an object"
-    return name, args
-
-
-def _object_end(piece: str) -> int:
-    """Where the JSON object a block's body starts with ends, _IN_STRING if the body stops inside one of
-    its strings, or _NOT_JSON."""
-    start = _JSON_LEAD.match(piece).end()
-    if not piece.startswith("{", start):
-        return _NOT_JSON
-    try:
-        return _DECODER.raw_decode(piece, start)[1]
-    except json.JSONDecodeError as e:
-        # Only this error means "the text ran out": every other one sits at a character that is already wrong.
-        return _IN_STRING if e.msg.startswith("Unterminated string") else _NOT_JSON
 
 
 class ToolCallParser:
@@ -145,7 +81,7 @@ class ToolCallParser:
         while self._inside and self._first_close >= 0:
             # A closing tag was read as argument text, but the object never ended: the block ended there.
             whole = "".join(self._body)
-            if _object_end(whole[self._piece:]) >= 0:
+            if object_end(whole[self._piece:]) >= 0:
                 break
             first = self._first_close
             self._inside, self._body, self._first_close, self._piece = False, [], -1, 0
@@ -257,12 +193,12 @@ class ToolCallParser:
             o = whole.rfind(OPEN, 0, k)
             self._piece = o + len(OPEN) if o >= 0 else 0
         parsed, state = self._judge(whole, k, pending)
-        if state == _IN_STRING:
+        if state == IN_STRING:
             if not pending:
                 self._first_close = k
             self._body, self._carry = [whole[:k + len(CLOSE)]], ""   # the tag is argument text: read on
             return whole[k + len(CLOSE):]
-        if pending and state == _NOT_JSON:
+        if pending and state == NOT_JSON:
             end, piece = self._first_close, None   # the object never got past the first tag: it ended there
         else:
             end, piece = k, self._piece
@@ -272,21 +208,21 @@ class ToolCallParser:
 
     def _judge(self, whole: str, k: int, pending: bool) -> tuple[tuple[str, dict] | None, int]:
         """For the closing tag at k: the call the block ends as (if it is one) and where its JSON object ends
-        (_IN_STRING: the tag is argument text). May move the block's start back to the first opening tag."""
+        (IN_STRING: the tag is argument text). May move the block's start back to the first opening tag."""
         piece = whole[self._piece:k]
         parsed = parse_block(piece, self._names)
         if not isinstance(parsed, str):
             return parsed, k
-        state = _object_end(piece)   # only a body that is no call is decoded: keeps the common path fast
-        if state != _IN_STRING and self._piece and not pending:
+        state = object_end(piece)   # only a body that is no call is decoded: keeps the common path fast
+        if state != IN_STRING and self._piece and not pending:
             # The opening tag before it may be argument text too: try the block from its start.
             parsed = parse_block(whole[:k], self._names)
             if not isinstance(parsed, str):
                 self._piece = 0
                 return parsed, k
-            if _object_end(whole[:k]) == _IN_STRING:
+            if object_end(whole[:k]) == IN_STRING:
                 self._piece = 0
-                return None, _IN_STRING
+                return None, IN_STRING
         return None, state
 
     def _blocks(self, body: str, closed: bool, out: list[Event], piece: int | None = None,
@@ -311,9 +247,8 @@ class ToolCallParser:
         if not isinstance(parse_block(body, self._names), str):
             return None   # the whole body is the call
         stripped = body.lstrip()
-        try:
-            end = _DECODER.raw_decode(stripped)[1]
-        except ValueError:
+        end = value_end(stripped)
+        if end is None:
             return None
         if isinstance(parse_block(stripped[:end], self._names), str):
             return None
