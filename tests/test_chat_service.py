@@ -44,3 +44,9 @@ def test_a_continued_chat_with_only_tool_results_after_the_answer_uploads_nothin
 
 def test_a_continued_chat_without_an_answer_yet_uploads_the_newest_users():
     assert _names([_user("one", "a.png"), _user("two", "b.png")], CONTINUING) == ["b.png"]
+
+
+def test_a_continued_chat_ending_with_kimis_answer_uploads_what_the_prompt_resends():
+    """Nothing follows Kimi's answer: the prompt sends the newest user text again, and that message's files."""
+    messages = [_user("one", "a.png"), _user("two", "b.png"), Message("assistant", (TextPart("ok"),))]
+    assert _names(messages, CONTINUING) == ["b.png"]

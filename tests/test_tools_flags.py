@@ -149,3 +149,16 @@ def test_a_named_tool_choice_takes_only_that_tool(flag_stack):
                                             tool_choice={"type": "function", "function": {"name": "get_time"}})
     assert choice.choices[0].message.tool_calls is None and choice.choices[0].finish_reason == "stop"
     assert choice.choices[0].message.content == CALL   # visible, never dropped
+
+
+def test_text_before_a_call_streams_before_it_when_json_was_asked_for_too(flag_stack):
+    """A call instead of the JSON answer: the text Kimi wrote before the call is not held back past it."""
+    flag_stack.emulator.script(answers=["One moment. " + CALL], chunks="chars", reset=True)
+    body = {"model": "kimi", "messages": USER, "tools": [WEATHER], "response_format": {"type": "json_object"},
+            "stream": True}
+    frames = [json.loads(f[6:]) for f in flag_stack.post(body).content.split(b"\n\n") if f.startswith(b"data: {")]
+    deltas = [f["choices"][0]["delta"] for f in frames if f["choices"]]
+    first_call = next(i for i, d in enumerate(deltas) if d.get("tool_calls"))
+    assert "".join(d.get("content") or "" for d in deltas[:first_call]).strip() == "One moment."
+    assert not any(d.get("content") for d in deltas[first_call:])
+    assert frames[-1]["choices"][0]["finish_reason"] == "tool_calls"

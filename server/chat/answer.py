@@ -6,7 +6,8 @@ import time
 from collections.abc import AsyncIterator
 
 from server.core.errors import UPSTREAM_FAILED, Failure
-from server.core.events import (Event, Failed, Finish, ReasoningDelta, Source, TextDelta, ToolCallDelta, Usage)
+from server.core.events import (Event, Failed, Finish, ReasoningDelta, Source, TextDelta, ToolCallDelta,
+                                ToolCallStart, Usage)
 from server.core.models import ModelChoice
 from server.core.request import ChatRequest
 from server.chat.turn_plan import TurnPlan
@@ -104,15 +105,13 @@ class Answer:
                     reasked, held = True, []
                     if last:
                         yield last   # reasoning of the first attempt: the JSON itself is still held
-                    if not await self._reask(result.problem):
-                        return   # the caller hung up meanwhile
+                    if self.closed or not await self._reask(result.problem):
+                        return   # the caller hung up: nobody is left to answer (no Finish, no new Kimi turn)
                     continue
                 if not result.ok:
                     raise Failure(UPSTREAM_FAILED, "Kimi's answer is not the JSON value the response_format asks "
                                   f"for, even after one re-ask: {result.problem}", code="invalid_structured_output")
                 last.append(TextDelta(result.json_text))
-            elif held:
-                last.append(TextDelta("".join(held)))   # text beside tool calls: no JSON was due
             await self._answered()
             reason = "tool_calls" if self._calls else finish.reason
             yield last + [Finish(reason, self._usage())]
@@ -136,9 +135,13 @@ class Answer:
         for event in events:
             if isinstance(event, TextDelta):
                 self._output.append(event.text)
-                if self._structured is not None:
-                    held.append(event.text)
+                if self._structured is not None and not self._calls:
+                    held.append(event.text)   # may be the JSON answer: checked whole at the end
                     continue
+            elif isinstance(event, ToolCallStart) and held:
+                # Kimi called a tool, so no JSON answer is due: the text before the call goes out before it.
+                out.append(TextDelta("".join(held)))
+                held.clear()
             elif isinstance(event, ToolCallDelta):
                 self._output.append(event.arguments)
             out.append(event)

@@ -14,7 +14,7 @@ from server.core.errors import NOT_FOUND, Failure
 from server.core.models import ModelChoice, resolve_model
 from server.core.request import ChatRequest
 from server.chat.turn_plan import TurnPlan, conversation_key, plan_turn
-from server.emulation.prompt import build_prompt
+from server.emulation.prompt import build_prompt, continued_messages
 from server.upstream.catalog_cache import ModelCatalogs
 from server.upstream.completion_service import CompletionService
 from server.upstream.errors import UpstreamError
@@ -86,13 +86,6 @@ class ChatService:
 
 
 def _attachments(request: ChatRequest, plan: TurnPlan) -> list:
-    """Every user attachment for a new chat; when Kimi keeps the history, those of the user messages after its
-    last answer (the messages the prompt sends), or the newest user message's when it has no answer yet."""
-    users = [m for m in request.messages if m.role == "user"]
-    if plan.continuing:
-        answered = [i for i, m in enumerate(request.messages) if m.role == "assistant"]
-        if answered:
-            users = [m for m in request.messages[answered[-1] + 1:] if m.role == "user"]
-        else:
-            users = users[-1:]
-    return [a for m in users for a in m.attachments]
+    """Every user attachment for a new chat; when Kimi keeps the history, those of the messages the prompt sends."""
+    messages = continued_messages(request.messages) if plan.continuing else request.messages
+    return [a for m in messages if m.role == "user" for a in m.attachments]

@@ -50,6 +50,10 @@ class ChatCompletionsHandler(ApiHandler):
     async def _whole(self, parsed: ParsedChat) -> None:
         answer = self._answer
         whole = await collect(answer.batches())
+        if whole.finish is None:
+            if self.client_gone:
+                return   # the answer stopped because the caller hung up
+            raise RuntimeError("the answer ended without a Finish or a Failed event")
         self.send_json(completion_body(answer.model, whole, whole.finish.usage, answer.completion_id,
                                        parsed.legacy_functions))
 

@@ -60,7 +60,11 @@ class SseWriter:
                 if data := renderer.batch(batch):
                     # One write per upstream read, however many events it held.
                     await self._send(data)
-            self.handler.write(renderer.tail(finish.usage if finish else None))
+            if finish is None:
+                if self.handler.client_gone:
+                    return   # the answer stopped because the caller hung up
+                raise RuntimeError("the answer ended without a Finish or a Failed event")
+            self.handler.write(renderer.tail(finish.usage))
         except tornado.iostream.StreamClosedError:
             return
         except Exception:

@@ -47,18 +47,17 @@ def fold(messages: list[Message], names: dict[str, str] | None = None) -> str:
 
 def _continued(messages: list[Message], names: dict[str, str]) -> str:
     """Only the messages after Kimi's last answer (tool results, the new user message)."""
+    return fold(continued_messages(messages), names)
+
+
+def continued_messages(messages: list[Message]) -> list[Message]:
+    """The messages a continued chat sends (their text and their files): those after Kimi's last answer; with
+    none (no answer yet, or nothing after it), the newest user message with text; with no such message, all."""
     last = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=None)
-    tail = messages[last + 1:] if last is not None else []
-    # No assistant message, or nothing after it: today's rule, the newest user message (Kimi holds the rest).
-    return fold(tail, names) if tail else newest_user_text(messages, names)
-
-
-def newest_user_text(messages: list[Message], names: dict[str, str] | None = None) -> str:
-    """The newest user message with text; the whole folded conversation when there is none."""
-    for message in reversed(messages):
-        if message.role == "user" and message.text.strip():
-            return message.text
-    return fold(messages, names)
+    if last is not None and last + 1 < len(messages):
+        return messages[last + 1:]
+    newest = next((m for m in reversed(messages) if m.role == "user" and m.text.strip()), None)
+    return [newest] if newest is not None else messages
 
 
 def _blocks(message: Message, names: dict[str, str]) -> list[str]:
