@@ -23,11 +23,12 @@ import requests
 
 from bench import loadgen
 from common.connect_frames import encode
-from server.upstream.kimi.connect.protocol import CHAT_PATH, chat_request
 from server.core.models import resolve_model
+from server.upstream.kimi.connect.protocol import CHAT_PATH, chat_request
 from server.upstream.turn import ChatTarget, TurnRequest
 from tests.helpers import (Stack, child_env, cpu_seconds, free_port, read_json, rss_kb, spawn, stop, wait_until,
                            write_json)
+
 
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")

@@ -8,17 +8,17 @@ from dataclasses import dataclass
 
 from common.config import Config
 from common.store import ConfigStore
+from server.chat.service import ChatService
+from server.core.conversations import Conversations
+from server.core.models import legacy_flags
+from server.edge.token_check import TokenCheckCache
 from server.upstream.accounts import AccountPool
 from server.upstream.catalog_cache import ModelCatalogs
 from server.upstream.completion_service import CompletionService
-from server.upstream.kimi.connect.protocol import ConnectProtocol
-from server.chat.service import ChatService
-from server.core.conversations import Conversations
 from server.upstream.kimi.client import KimiClient, Timeouts
-from server.core.models import legacy_flags
+from server.upstream.kimi.connect.protocol import ConnectProtocol
 from server.upstream.kimi.rest.protocol import RestProtocol
 from server.upstream.safe_fetch import SafeFetcher
-from server.edge.token_check import TokenCheckCache
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from server.core.attachments import Attachment
 from server.chat.service import _attachments
-from server.core.request import AttachmentPart, ChatRequest, Message, TextPart, ToolResultPart
 from server.chat.turn_plan import TurnPlan
+from server.core.attachments import Attachment
+from server.core.request import AttachmentPart, ChatRequest, Message, TextPart, ToolResultPart
 from server.upstream.turn import ChatTarget
 
 

@@ -22,7 +22,6 @@ from bench.run import completion_call
 from tests.helpers import UPSTREAM_CODES, Stack, open_fds, rss_kb, wait_until
 
 
-
 async def _load(stack: Stack, concurrency: int, count: int | None = None, duration: float | None = None,
                 timeout: float = 60) -> list:
     def make(i: int):

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.upstream.resolver import CachingResolver
 from server.upstream.http import HttpClient, UnsendableRequest
 from server.upstream.http.connection import Connection as _Connection
 from server.upstream.http.request import request_bytes as _request_bytes
+from server.upstream.resolver import CachingResolver
 from tests.helpers import Stack, wait_until
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
+from server.chat.turn_plan import TurnPlan
 from server.core.errors import UPSTREAM_FAILED, Failure
-from server.core.events import (Event, Failed, Finish, ReasoningDelta, Source, TextDelta, ToolCallDelta,
-                                ToolCallStart, Usage)
+from server.core.events import (Event, Failed, Finish, ReasoningDelta, Source, TextDelta, ToolCallDelta, ToolCallStart,
+                                Usage)
 from server.core.models import ModelChoice
 from server.core.request import ChatRequest
-from server.chat.turn_plan import TurnPlan
 from server.core.usage import estimate_tokens
 from server.emulation.structured import check_answer, reask_prompt
 from server.emulation.tool_parser import ToolCallParser

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Callable
 from common.config import Config
 from server.chat.answer import Answer
 from server.chat.attachment_loader import load
+from server.chat.turn_plan import TurnPlan, conversation_key, plan_turn
 from server.core.conversations import Conversations
 from server.core.errors import NOT_FOUND, Failure
 from server.core.models import ModelChoice, resolve_model
 from server.core.request import ChatRequest
-from server.chat.turn_plan import TurnPlan, conversation_key, plan_turn
 from server.emulation.prompt import build_prompt, continued_messages
 from server.upstream.catalog_cache import ModelCatalogs
 from server.upstream.completion_service import CompletionService

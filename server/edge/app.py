@@ -11,9 +11,9 @@ from server.edge.handlers import HealthHandler, ModelsHandler
 from server.edge.home import HomeHandler, HomePage
 from server.edge.openapi import OpenApiHandler
 from server.edge.readiness import ReadyHandler
-from server.services import Services
 from server.edge.status import StatusHandler
 from server.edge.token_check import TokenCheckHandler
+from server.services import Services
 
 
 def make_app(services: Services) -> tornado.web.Application:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from server import __version__
-from server.edge.base import ApiHandler
 from server.core.models import model_list, model_object, resolve_model
+from server.edge.base import ApiHandler
 
 
 class HealthHandler(ApiHandler):

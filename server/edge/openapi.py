@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from server import __version__
-from server.edge.base import ApiHandler
 from server.core.model_catalog import FALLBACK, OPENAI_EFFORTS
 from server.core.models import CANONICAL
+from server.edge.base import ApiHandler
 
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["message", "type", "param", "code"],

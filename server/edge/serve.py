@@ -22,8 +22,8 @@ from server.edge.app import make_app
 from server.edge.base import MAX_HEADER_BYTES, MAX_URI_BYTES
 from server.edge.prefork import run_children
 from server.edge.readiness import warn_if_unusable
-from server.upstream.accounts import AccountPool
 from server.services import Services
+from server.upstream.accounts import AccountPool
 
 log = logging.getLogger("server")
 

@@ -9,8 +9,8 @@ from collections import OrderedDict
 from common.account_state import awaiting_relogin
 from common.jwt_claims import strip_bearer, try_decode_claims
 from common.redact import fingerprint
-from server.edge.base import ApiHandler
 from server.core.errors import bad_request
+from server.edge.base import ApiHandler
 from server.upstream.errors import UpstreamAuthRejected, UpstreamError
 
 CACHE_SECONDS = 600

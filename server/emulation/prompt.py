@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from server.core.request import ChatRequest, Message, ResponseFormat, ToolResultPart
 from server.emulation.json_text import NAMED_SCHEMAS, compact_json
-from server.emulation.tool_markup import CLOSE as CALL_CLOSE, OPEN as CALL_OPEN
+from server.emulation.tool_markup import CLOSE as CALL_CLOSE
+from server.emulation.tool_markup import OPEN as CALL_OPEN
 
 LABELS = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool result"}
 

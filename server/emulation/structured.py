@@ -16,8 +16,8 @@ from referencing import Resource
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
-from server.emulation.json_text import NAMED_SCHEMAS, compact_json
 from server.core.request import ResponseFormat
+from server.emulation.json_text import NAMED_SCHEMAS, compact_json
 
 PROBLEM_LIMIT = 300          # one short line: it goes into a re-ask prompt and a 502 message
 SCAN_PASSES = 4              # bracket scans over chatter stop after this many passes' worth of text

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import orjson
 
 from common.config import Account
+from server.core.model_catalog import FALLBACK, Catalog, CatalogModel, parse_catalog
 from server.upstream.accounts import AccountPool
 from server.upstream.errors import UpstreamError
 from server.upstream.kimi.client import KimiClient, json_or_none
-from server.core.model_catalog import FALLBACK, Catalog, CatalogModel, parse_catalog
 
 log = logging.getLogger("server.catalog")
 

@@ -8,8 +8,8 @@ from collections import deque
 
 from common.config import Account
 from common.redact import fingerprint
-from server.upstream.accounts import AccountPool
 from server.core.errors import UNAVAILABLE, Failure
+from server.upstream.accounts import AccountPool
 from server.upstream.errors import UpstreamAuthRejected, UpstreamError
 from server.upstream.turn import ChatTarget, Turn, TurnRequest
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.core.errors import (NOT_FOUND, OVERLOADED, QUOTA, RATE_LIMITED, TIMEOUT, UPSTREAM_FAILED, Failure)
+from server.core.errors import NOT_FOUND, OVERLOADED, QUOTA, RATE_LIMITED, TIMEOUT, UPSTREAM_FAILED, Failure
 
 
 class UpstreamError(Exception):

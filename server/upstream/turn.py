@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from common.config import Account
 from server.core.attachments import Blob
 from server.core.events import Event
-from server.upstream.errors import UpstreamError
 from server.core.models import ModelChoice
+from server.upstream.errors import UpstreamError
 
 log = logging.getLogger("server.turn")
 

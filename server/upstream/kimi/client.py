@@ -11,10 +11,10 @@ import orjson
 
 from common.kimi_headers import kimi_headers
 from common.kimi_sse import SseParser
-from server.upstream.errors import (UpstreamAuthRejected, UpstreamChatGone, UpstreamError, UpstreamRefused, UpstreamThrottled,
-                                     UpstreamTimeout)
-from server.upstream.resolver import CachingResolver
+from server.upstream.errors import (UpstreamAuthRejected, UpstreamChatGone, UpstreamError, UpstreamRefused,
+                                    UpstreamThrottled, UpstreamTimeout)
 from server.upstream.http import HttpClient, HttpResponse, Reply, UnsendableRequest
+from server.upstream.resolver import CachingResolver
 
 log = logging.getLogger("server.kimi")
 

@@ -11,10 +11,10 @@ import orjson
 
 from common.kimi_sse import SseParser
 from server.core.attachments import Blob
-from server.upstream.kimi.connect.errors import unary_error
 from server.core.errors import BAD_REQUEST, Failure
 from server.upstream.errors import UpstreamError, UpstreamTimeout
 from server.upstream.kimi.client import KimiClient, json_or_none
+from server.upstream.kimi.connect.errors import unary_error
 
 UPLOAD_PATH = "/apiv2-files/file/upload"
 PROGRESS_PATH = "/apiv2-files/kimi.gateway.file.v1.FileService/GetFileParseProgress"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from server.upstream.errors import (UpstreamAuthRejected, UpstreamChatGone, UpstreamError, UpstreamOverloaded, UpstreamPaywall,
-                                     UpstreamRefused, UpstreamStreamError, UpstreamThrottled, UpstreamTimeout)
+from server.upstream.errors import (UpstreamAuthRejected, UpstreamChatGone, UpstreamError, UpstreamOverloaded,
+                                    UpstreamPaywall, UpstreamRefused, UpstreamStreamError, UpstreamThrottled,
+                                    UpstreamTimeout)
 from server.upstream.kimi.client import json_or_none
 
 # Kimi's peak-hour refusal of free accounts, in error.details[].debug.reason (kimi-protocol-2026-12.md §3.4).

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from common.config import Account
 from common.timestamps import iso_utc
+from server.core.events import Event, ReasoningDelta, Source, TextDelta
 from server.upstream.kimi.connect.citations import CitationFilter
 from server.upstream.kimi.connect.errors import block_exception
-from server.core.events import Event, ReasoningDelta, Source, TextDelta
 
 log = logging.getLogger("server.connect")
 

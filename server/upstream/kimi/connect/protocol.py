@@ -10,17 +10,17 @@ import orjson
 
 from common.config import Account
 from common.connect_frames import END_STREAM, FrameError, FrameParser, encode
+from server.core.errors import BAD_REQUEST, Failure
+from server.core.events import Event, Finish, ReasoningDelta, Source, TextDelta
+from server.core.model_catalog import FALLBACK, CatalogModel
+from server.upstream.catalog_cache import ModelCatalogs
+from server.upstream.errors import UpstreamError, UpstreamStreamError
+from server.upstream.http import HttpResponse
+from server.upstream.kimi.client import FLUSH, KimiClient, paced_chunks
 from server.upstream.kimi.connect.errors import connect_error, raise_end_stream, unary_error
 from server.upstream.kimi.connect.events import ChatEvents, ModelDegrades
-from server.core.errors import BAD_REQUEST, Failure
-from server.upstream.errors import UpstreamError, UpstreamStreamError
-from server.upstream.kimi.client import FLUSH, KimiClient, paced_chunks
 from server.upstream.kimi.files import file_block, upload_over_connect
-from server.core.events import Event, Finish, ReasoningDelta, Source, TextDelta
 from server.upstream.turn import ChatTarget, Protocol, Turn, TurnRequest
-from server.upstream.http import HttpResponse
-from server.upstream.catalog_cache import ModelCatalogs
-from server.core.model_catalog import FALLBACK, CatalogModel
 
 CHAT_PATH = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
 DELETE_PATH = "/apiv2/kimi.chat.v1.ChatService/DeleteChat"   # note: no "gateway" (kimi-protocol.md §3.1)

@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 
 from common.config import Account
 from server.core.errors import RATE_LIMITED, Failure
+from server.core.events import Event, Finish, ReasoningDelta, Source, TextDelta
 from server.upstream.errors import UpstreamError, UpstreamStreamError
 from server.upstream.kimi.client import FLUSH, KimiClient, KimiStream
 from server.upstream.kimi.files import refs_file_entry, upload
 from server.upstream.kimi.rest.request import completion_body, continuation_body
-from server.core.events import Event, Finish, ReasoningDelta, Source, TextDelta
 from server.upstream.turn import ChatTarget, Protocol, Turn, TurnRequest
 
 
