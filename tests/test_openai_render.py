@@ -29,13 +29,13 @@ TIME = {"zone": "Europe/Paris"}
 # Each case: the batches of a streamed answer (an empty batch is upstream silence), and the same answer collected.
 CASES = {
     "text": ([[TextDelta("Hello")], [], [TextDelta(", world.")], [Finish("stop")]],
-             Collected(text="Hello, world.", finish=Finish("stop"))),
+             Collected([TextDelta("Hello, world.")], finish=Finish("stop"))),
     "thinking_text": ([[ReasoningDelta("Six times seven.")], [ReasoningDelta(" Easy.")], [TextDelta("42")],
                        [Finish("stop")]],
-                      Collected(text="42", reasoning="Six times seven. Easy.", finish=Finish("stop"))),
+                      Collected([TextDelta("42")], reasoning="Six times seven. Easy.", finish=Finish("stop"))),
     "sources_text": ([[SOURCES[0], SOURCES[1]], [SOURCES[2]], [TextDelta("Kimi is a model [1].")],
                       [TextDelta(" More.")], [Finish("length")]],
-                     Collected(text="Kimi is a model [1]. More.", sources=SOURCES, finish=Finish("length"))),
+                     Collected([*SOURCES, TextDelta("Kimi is a model [1]. More.")], finish=Finish("length"))),
     "one_call": ([[ToolCallStart(0, "call_a1", "get_weather")], [ToolCallDelta(0, '{"city": "Paris", ')],
                   [ToolCallDelta(0, '"unit": "C"}'), ToolCallEnd(0, "call_a1", "get_weather", WEATHER)],
                   [Finish("tool_calls")]],
@@ -50,7 +50,7 @@ CASES = {
     "text_then_call": ([[TextDelta("Let me check.")], [ToolCallStart(0, "call_a1", "get_weather")],
                         [ToolCallDelta(0, '{"city": "Paris", "unit": "C"}'),
                          ToolCallEnd(0, "call_a1", "get_weather", WEATHER), Finish("tool_calls")]],
-                       Collected(text="Let me check.", calls=[ToolCallEnd(0, "call_a1", "get_weather", WEATHER)],
+                       Collected([TextDelta("Let me check.")], calls=[ToolCallEnd(0, "call_a1", "get_weather", WEATHER)],
                                  finish=Finish("tool_calls"))),
 }
 LEGACY = "one_call"   # the legacy `functions` shape of the one-call answer

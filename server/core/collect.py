@@ -9,22 +9,18 @@ from server.core.events import Collected, Event, Failed, Finish, ReasoningDelta,
 
 async def collect(batches: AsyncIterator[list[Event]]) -> Collected:
     """Read the answer to its end; a Failed event is raised as its Failure."""
-    whole, text, reasoning = Collected(), [], []
+    whole, reasoning = Collected(), []
     async for batch in batches:
         for event in batch:
-            if isinstance(event, TextDelta):
-                text.append(event.text)
+            if isinstance(event, (TextDelta, Source)):
                 whole.content.append(event)
             elif isinstance(event, ReasoningDelta):
                 reasoning.append(event.text)
             elif isinstance(event, ToolCallEnd):
                 whole.calls.append(event)
-            elif isinstance(event, Source):
-                whole.sources.append(event)
-                whole.content.append(event)
             elif isinstance(event, Finish):
                 whole.finish = event
             elif isinstance(event, Failed):
                 raise event.failure
-    whole.text, whole.reasoning = "".join(text), "".join(reasoning)
+    whole.reasoning = "".join(reasoning)
     return whole

@@ -95,9 +95,7 @@ Event = TextDelta | ReasoningDelta | ToolCallStart | ToolCallDelta | ToolCallEnd
 class Collected:
     """A whole answer gathered from its events (every non-stream path)."""
 
-    text: str = ""
+    content: list[TextDelta | Source] = field(default_factory=list)   # text and sources in arrival order
     reasoning: str = ""
     calls: list[ToolCallEnd] = field(default_factory=list)
-    sources: list[Source] = field(default_factory=list)
     finish: Finish | None = None
-    content: list[TextDelta | Source] = field(default_factory=list)   # text and sources in arrival order

@@ -150,8 +150,7 @@ def _content(collected: Collected) -> str:
     """The visible text as a stream shows it: sources as Markdown where they arrived, a blank line before the
     text that follows them."""
     lines, parts = SourceLines(), []
-    items = collected.content or [*collected.sources, TextDelta(collected.text)]
-    for item in items:
+    for item in collected.content:
         if isinstance(item, Source):
             parts.append(lines.line(item))
         elif item.text:
