@@ -48,8 +48,8 @@ class RestProtocol(Protocol):
             isinstance(total, int) and isinstance(used, int) and used >= total)
         if exhausted:
             raise Failure(RATE_LIMITED, f"Kimi's research mode quota is used up for now ({used} of {total} used). "
-                           "Use another model or try again later.",
-                           code="research_quota_exhausted", retry_after=3600)
+                          "Use another model or try again later.",
+                          code="research_quota_exhausted", retry_after=3600)
 
     async def delete_chat(self, account: Account, chat_id: str) -> None:
         await self.kimi.delete_chat(account.access_token, chat_id)
@@ -64,7 +64,6 @@ class RestTurn(Turn):
                  kimiplus_id: str) -> None:
         super().__init__(account, chat_id, keep)
         self._owner, self._stream, self._kimiplus_id = owner, stream, kimiplus_id
-        self._pending: list[Event] = []
 
     def close(self) -> None:
         if self.complete:
@@ -74,64 +73,58 @@ class RestTurn(Turn):
 
     async def events(self) -> AsyncIterator[list[Event]]:
         """The answer, continued past `length` caps; an empty batch during silence; raise UpstreamError."""
+        produced, continuations, batch = False, 0, []
         try:
-            async for batch in self._batches():
+            while True:
+                segment_id, outcome = None, None
+                async for event in self._stream.events(self._owner.keepalive):
+                    if event is None:
+                        yield []
+                        continue
+                    if event is FLUSH:
+                        if batch:
+                            yield batch
+                            batch = []
+                        continue
+                    kind, text = event.get("event"), event.get("text")
+                    if kind == "req" and isinstance(event.get("id"), str):
+                        segment_id = event["id"]
+                    elif kind == "cmpl" and isinstance(text, str) and text:
+                        produced = True
+                        batch.append(TextDelta(text))
+                    elif kind == "k1" and isinstance(text, str) and text:
+                        produced = True
+                        batch.append(ReasoningDelta(text))
+                    elif kind == "search_plus" and _is_result(event):
+                        msg = event["msg"]
+                        batch.append(Source(str(msg.get("title") or ""), str(msg.get("url") or ""),
+                                            str(msg.get("site_name") or "")))
+                    elif kind == "error":
+                        error = event.get("error") if isinstance(event.get("error"), dict) else {}
+                        raise UpstreamStreamError(f"Kimi stopped the answer with an error "
+                                                  f"({error.get('error_type') or 'unknown'})")
+                    elif kind in ("length", "all_done"):
+                        outcome = "length" if kind == "length" else "stop"
+                        break
+                if outcome is None:
+                    raise UpstreamStreamError("Kimi's stream ended without all_done")
+                if outcome == "length" and segment_id and continuations < self._owner.max_continuations:
+                    # Kimi stopped at its output cap: ask it to go on, seamlessly, a bounded number of times.
+                    continuations += 1
+                    self._stream.close_when_done()
+                    self._stream = await self._owner.kimi.open_completion(
+                        self.account.access_token, self.chat_id, continuation_body(segment_id, self._kimiplus_id))
+                    continue
+                if not produced:
+                    raise UpstreamStreamError("Kimi returned an empty answer")
+                self.complete = True
+                batch.append(Finish(outcome))
                 yield batch
+                return
         except UpstreamError:
-            if self._pending:
-                yield self._pending   # what came before the error in the same read is the answer as far as it got
+            if batch:
+                yield batch   # what came before the error in the same read is the answer as far as it got
             raise
-
-    async def _batches(self) -> AsyncIterator[list[Event]]:
-        """The events of each read, gathered in `_pending` until the read is used up."""
-        produced, continuations = False, 0
-        batch = self._pending = []
-        while True:
-            segment_id, outcome = None, None
-            async for event in self._stream.events(self._owner.keepalive):
-                if event is None:
-                    yield []
-                    continue
-                if event is FLUSH:
-                    if batch:
-                        yield batch
-                        batch = self._pending = []
-                    continue
-                kind, text = event.get("event"), event.get("text")
-                if kind == "req" and isinstance(event.get("id"), str):
-                    segment_id = event["id"]
-                elif kind == "cmpl" and isinstance(text, str) and text:
-                    produced = True
-                    batch.append(TextDelta(text))
-                elif kind == "k1" and isinstance(text, str) and text:
-                    produced = True
-                    batch.append(ReasoningDelta(text))
-                elif kind == "search_plus" and _is_result(event):
-                    msg = event["msg"]
-                    batch.append(Source(str(msg.get("title") or ""), str(msg.get("url") or ""),
-                                        str(msg.get("site_name") or "")))
-                elif kind == "error":
-                    error = event.get("error") if isinstance(event.get("error"), dict) else {}
-                    raise UpstreamStreamError(f"Kimi stopped the answer with an error "
-                                              f"({error.get('error_type') or 'unknown'})")
-                elif kind in ("length", "all_done"):
-                    outcome = "length" if kind == "length" else "stop"
-                    break
-            if outcome is None:
-                raise UpstreamStreamError("Kimi's stream ended without all_done")
-            if outcome == "length" and segment_id and continuations < self._owner.max_continuations:
-                # Kimi stopped at its output cap: ask it to go on, seamlessly, a bounded number of times.
-                continuations += 1
-                self._stream.close_when_done()
-                self._stream = await self._owner.kimi.open_completion(
-                    self.account.access_token, self.chat_id, continuation_body(segment_id, self._kimiplus_id))
-                continue
-            if not produced:
-                raise UpstreamStreamError("Kimi returned an empty answer")
-            self.complete = True
-            batch.append(Finish(outcome))
-            yield batch
-            return
 
 
 def _is_result(event: dict) -> bool:
