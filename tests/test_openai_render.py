@@ -50,8 +50,8 @@ CASES = {
     "text_then_call": ([[TextDelta("Let me check.")], [ToolCallStart(0, "call_a1", "get_weather")],
                         [ToolCallDelta(0, '{"city": "Paris", "unit": "C"}'),
                          ToolCallEnd(0, "call_a1", "get_weather", WEATHER), Finish("tool_calls")]],
-                       Collected([TextDelta("Let me check.")], calls=[ToolCallEnd(0, "call_a1", "get_weather", WEATHER)],
-                                 finish=Finish("tool_calls"))),
+                       Collected([TextDelta("Let me check.")],
+                                 calls=[ToolCallEnd(0, "call_a1", "get_weather", WEATHER)], finish=Finish("tool_calls"))),
 }
 LEGACY = "one_call"   # the legacy `functions` shape of the one-call answer
 

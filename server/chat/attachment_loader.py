@@ -39,10 +39,10 @@ async def load(attachment: Attachment, fetcher: SafeFetcher, max_bytes: int) -> 
             fetched = await fetcher.fetch(source)
         except FetchRefused as exc:
             raise Failure(BAD_REQUEST, f"Refused to fetch the URL in '{attachment.param}': {exc}.",
-                           field=attachment.param, code="url_refused") from None
+                          field=attachment.param, code="url_refused") from None
         except FetchFailed as exc:
             raise Failure(BAD_REQUEST, f"Could not fetch the URL in '{attachment.param}': {exc}.",
-                           field=attachment.param, code="url_unreachable") from None
+                          field=attachment.param, code="url_unreachable") from None
         declared, data = fetched.content_type, fetched.data
         name_hint = os.path.basename(unquote(urlsplit(fetched.url).path))
     else:
@@ -50,17 +50,17 @@ async def load(attachment: Attachment, fetcher: SafeFetcher, max_bytes: int) -> 
         name_hint = ""
     if len(data) > max_bytes:
         raise Failure(BAD_REQUEST, f"The file in '{attachment.param}' is {len(data)} bytes; the limit is {max_bytes}.",
-                       field=attachment.param, code="file_too_large")
+                      field=attachment.param, code="file_too_large")
     if not data:
         raise Failure(BAD_REQUEST, f"The file in '{attachment.param}' is empty.", field=attachment.param,
-                       code="invalid_value")
+                      code="invalid_value")
     name = attachment.filename or name_hint
     content_type = _content_type(declared, name, data)
     allowed = IMAGE_TYPES if attachment.kind == "image" else IMAGE_TYPES | DOCUMENT_TYPES
     if content_type not in allowed:
         what = "an image" if attachment.kind == "image" else "a supported file"
         raise Failure(BAD_REQUEST, f"'{attachment.param}' is {content_type or 'of an unknown type'}, not {what}.",
-                       field=attachment.param, code="unsupported_file_type")
+                      field=attachment.param, code="unsupported_file_type")
     kind = "image" if content_type in IMAGE_TYPES else "file"
     if not name:
         name = ("image" if kind == "image" else "file") + (mimetypes.guess_extension(content_type) or "")

@@ -27,8 +27,8 @@ def busy(key: str, waited: float) -> Failure:
     """The 409 for a turn that did not get its conversation within the wait."""
     name = key.partition(":")[2] or key   # the caller's id, without the kind of conversation
     return Failure(CONFLICT, f"Conversation '{name}' is busy: another turn of it has been running for over {waited:g} s "
-                    "(one turn at a time per conversation). Retry when it has finished.",
-                    code="conversation_busy", retry_after=RETRY_AFTER)
+                   "(one turn at a time per conversation). Retry when it has finished.",
+                   code="conversation_busy", retry_after=RETRY_AFTER)
 
 
 class _Queue:
@@ -142,4 +142,4 @@ def _abandon(lock: asyncio.Lock, attempt: asyncio.Future) -> None:
 def _unavailable(path: str, exc: OSError) -> Failure:
     log.error("conversations are unavailable: the lock file %s: %s", path, exc.strerror)
     return Failure(UNAVAILABLE, "Conversations are unavailable right now: their lock file cannot be used (see the server "
-                    "log).", code="conversations_unavailable")
+                   "log).", code="conversations_unavailable")

@@ -78,15 +78,15 @@ class Conversations:
     async def _run(self, function, *args):
         if self.problem:
             raise Failure(UNAVAILABLE, f"Conversations are unavailable: {self.problem}.",
-                           code="conversations_unavailable")
+                          code="conversations_unavailable")
         try:
             # The store takes a file lock and fsyncs: keep that off the event loop.
             return await asyncio.get_running_loop().run_in_executor(None, function, *args)
         except (ConfigError, StoreBusy, OSError) as exc:
             log.error("conversations file: %s", exc)
             raise Failure(UNAVAILABLE, "Conversations are unavailable right now: the conversations file cannot be read "
-                           "or written (see the server log).",
-                           code="conversations_unavailable") from None
+                          "or written (see the server log).",
+                          code="conversations_unavailable") from None
 
     def _doc(self) -> dict:
         doc = self._store.read_document()
@@ -112,7 +112,8 @@ class Conversations:
         log.error("%s: the %s entry %r cannot be used: %s", self.path, section, key, problem)
         what = "conversation_id" if section == "chats" else "conversation"
         raise Failure(UNAVAILABLE, f"The {what} '{key}' cannot be used: in {os.path.basename(self.path)} (\"{section}\") "
-                       f"{problem}. Fix or remove that entry; other conversations still work.", code="conversations_unavailable")
+                      f"{problem}. Fix or remove that entry; other conversations still work.",
+                      code="conversations_unavailable")
 
     async def chat(self, chat_id: str) -> dict | None:
         """{"chat_id", "account", "protocol", "parent_id"?} for a Kimi chat we made, or None."""

@@ -45,8 +45,8 @@ def resolve_model(name: str, catalog: Catalog | None = None, reasoning_effort: s
     if flags is None:
         valid = ", ".join((catalog.ids() if catalog is not None else []) + list(CANONICAL) + list(ALIASES))
         raise Failure(NOT_FOUND, f"The model '{name}' does not exist. Valid models: {valid}; flags combine "
-                       f"(kimi-search-silent, kimi-k1-search, ...); a 20-character kimi+ agent id also works.",
-                       field="model", code="model_not_found")
+                      f"(kimi-search-silent, kimi-k1-search, ...); a 20-character kimi+ agent id also works.",
+                      field="model", code="model_not_found")
     return ModelChoice(name, search="search" in flags or "silent" in flags, research="research" in flags,
                        thinking=bool(flags & {"k1", "thinking"}), math="math" in flags, silent="silent" in flags,
                        effort=effort)

@@ -67,8 +67,8 @@ class CompletionService:
         if last_error is not None:
             raise last_error.to_failure()
         raise Failure(UNAVAILABLE, "No Kimi account is usable right now: every account needs a new login or a token "
-                       "refresh. Check the refresher's log.", code="no_available_account",
-                       retry_after=30)
+                      "refresh. Check the refresher's log.", code="no_available_account",
+                      retry_after=30)
 
     async def broke(self, turn: Turn, error: UpstreamError) -> None:
         """An answer failed after it started: a token Kimi refused mid-answer goes to the refresher too."""

@@ -87,7 +87,7 @@ async def _wait_parsed(kimi: KimiClient, access_token: str, record: dict, name: 
                     return {**record, **info, "status": "parsed"}
                 if status == "failed":
                     raise Failure(BAD_REQUEST, f"Kimi could not read the file {name!r}: "
-                                   f"{info.get('failed_reason') or 'parsing failed'}.", code="file_unreadable")
+                                  f"{info.get('failed_reason') or 'parsing failed'}.", code="file_unreadable")
     finally:
         response.close()
 

@@ -87,9 +87,9 @@ def _refuse_unsupported(request: TurnRequest) -> None:
         missing.append("math mode")
     if missing:
         raise Failure(BAD_REQUEST, f"{', '.join(missing).capitalize()} are served over Kimi's REST protocol only; this "
-                       "account uses Connect. Where Kimi still serves REST, set the account's (or upstream's) "
-                       "\"protocol\" to \"rest\".",
-                       field="model", code="unsupported_over_connect")
+                      "account uses Connect. Where Kimi still serves REST, set the account's (or upstream's) "
+                      "\"protocol\" to \"rest\".",
+                      field="model", code="unsupported_over_connect")
 
 
 def chat_request(request: TurnRequest, target: ChatTarget, model: CatalogModel | None = None) -> dict:
