@@ -8,9 +8,9 @@ import pytest
 from tests.helpers import Stack
 
 
-def stack_per_protocol(name: str):
-    """A module-scoped fixture: one stack per protocol for the whole module (tests reset the script)."""
-    @pytest.fixture(scope="module", params=["rest", "connect"])
+def stack_per_protocol(name: str, fixture: str = "sdk_stack"):
+    """A module-scoped fixture named `fixture`: one stack per protocol for the whole module (tests reset the script)."""
+    @pytest.fixture(scope="module", params=["rest", "connect"], name=fixture)
     def sdk_stack(request, tmp_path_factory):
         stack = Stack(tmp_path_factory.mktemp(f"{name}-{request.param}"), protocol=request.param)
         yield stack

@@ -8,6 +8,7 @@ import openai
 import pytest
 
 from tests.helpers import Stack
+from tests.sdk_bridge import stack_per_protocol
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
                                             "parameters": {"type": "object",
@@ -16,11 +17,7 @@ CALL = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool
 USER = [{"role": "user", "content": "Weather in Paris?"}]
 
 
-@pytest.fixture(scope="module", params=["rest", "connect"])
-def flag_stack(request, tmp_path_factory):
-    stack = Stack(tmp_path_factory.mktemp(f"flags-{request.param}"), protocol=request.param)
-    yield stack
-    stack.close()
+flag_stack = stack_per_protocol("flags", "flag_stack")
 
 
 def _ask(stack: Stack, model: str, answer: str, chunks="chars"):
